@@ -1,0 +1,1 @@
+"""Datasets for VisionLLM: the embedded synthetic shapes set and converters into COCO JSON."""
