@@ -16,3 +16,18 @@ DATASETS = Registry("dataset", parent=MMDET_DATASETS, scope="visionllm", locatio
 TRANSFORMS = Registry("transform", parent=MMDET_TRANSFORMS, scope="visionllm", locations=["visionllm.data"])
 METRICS = Registry("metric", parent=MMDET_METRICS, scope="visionllm", locations=["visionllm.evaluation"])
 HOOKS = Registry("hook", parent=MMDET_HOOKS, scope="visionllm", locations=["visionllm.engine"])
+
+
+def register_all_modules(init_default_scope: bool = True) -> None:
+    """Import mmdet's and VisionLLM's components so their registries are filled (what a config's
+    ``custom_imports`` does for the Runner), and make ``visionllm`` the default scope."""
+    import importlib
+
+    from mmdet.utils import register_all_modules as register_mmdet
+    from mmengine.registry import init_default_scope as set_scope
+
+    register_mmdet(init_default_scope=False)
+    for module in ("models", "data.coco", "data.loading", "data.transforms", "evaluation", "engine"):
+        importlib.import_module(f"visionllm.{module}")
+    if init_default_scope:
+        set_scope("visionllm")

@@ -1,0 +1,38 @@
+# Runtime shared by every VisionLLM experiment: mmengine Runner hooks, logging, visualisation.
+default_scope = "visionllm"
+custom_imports = dict(
+    imports=[
+        "visionllm.models",
+        "visionllm.data.coco",
+        "visionllm.data.loading",
+        "visionllm.data.transforms",
+        "visionllm.evaluation",
+        "visionllm.engine",
+    ],
+    allow_failed_imports=False,
+)
+
+env_cfg = dict(
+    cudnn_benchmark=False,
+    mp_cfg=dict(mp_start_method="fork", opencv_num_threads=0),
+    dist_cfg=dict(backend="nccl"),  # tools/train.py switches to gloo on CPU-only machines
+)
+
+default_hooks = dict(
+    timer=dict(type="IterTimerHook"),
+    logger=dict(type="LoggerHook", interval=10),
+    param_scheduler=dict(type="ParamSchedulerHook"),
+    checkpoint=dict(type="CheckpointHook", by_epoch=False, interval=500, max_keep_ckpts=3),
+    sampler_seed=dict(type="DistSamplerSeedHook"),
+    visualization=dict(type="DetVisualizationHook"),
+)
+custom_hooks = [dict(type="ClassNamesHook")]
+
+vis_backends = [dict(type="LocalVisBackend"), dict(type="TensorboardVisBackend")]
+visualizer = dict(type="DetLocalVisualizer", vis_backends=vis_backends, name="visualizer")
+log_processor = dict(type="LogProcessor", window_size=10, by_epoch=False)
+
+log_level = "INFO"
+load_from = None
+resume = False
+randomness = dict(seed=0)

@@ -1,0 +1,45 @@
+"""Train a VisionLLM config with mmengine's Runner.
+
+    python tools/train.py configs/visionllm_tiny_synthetic.py [--work-dir D] [--resume [CKPT]]
+                          [--cfg-options train_cfg.max_iters=100 ...] [--launcher pytorch]
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import visionllm  # noqa: F401  (platform fixes first)
+from mmengine.runner import Runner
+
+from visionllm.engine.launch import DictAction, load_config, prepare_synthetic_data, setup_distributed
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("config", help="mmengine Python config")
+    parser.add_argument("--work-dir", help="where logs and checkpoints go (default work_dirs/<config name>)")
+    parser.add_argument(
+        "--resume",
+        nargs="?",
+        const="auto",
+        help="resume from CKPT, or from the latest checkpoint in the work dir when no CKPT is given",
+    )
+    parser.add_argument("--cfg-options", nargs="+", action=DictAction, help="override config keys: k=v ...")
+    parser.add_argument("--launcher", choices=["none", "pytorch"], default="none")
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    cfg = load_config(args.config, args.cfg_options, args.work_dir)
+    if args.resume == "auto":
+        cfg.resume, cfg.load_from = True, None
+    elif args.resume:
+        cfg.resume, cfg.load_from = True, args.resume
+    setup_distributed(cfg, args.launcher)
+    prepare_synthetic_data(cfg)
+    Runner.from_cfg(cfg).train()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,49 @@
+"""What tools/train.py and tools/test.py share: config loading, data preparation, process setup."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from mmengine.config import Config, DictAction  # noqa: F401  (DictAction re-exported for the tools)
+
+
+def load_config(path: str, cfg_options: dict | None = None, work_dir: str | None = None) -> Config:
+    """Read an mmengine config, apply ``--cfg-options`` and choose the work dir (default work_dirs/<name>)."""
+    cfg = Config.fromfile(path)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    cfg.work_dir = work_dir or cfg.get("work_dir") or str(Path("work_dirs") / Path(path).stem)
+    return cfg
+
+
+def prepare_synthetic_data(cfg: Config) -> None:
+    """Generate the embedded synthetic dataset when the config asks for it and it is not on disk yet."""
+    spec = cfg.get("synthetic")
+    if not spec:
+        return
+    out_dir = Path(spec["out_dir"])
+    if (out_dir / "annotations" / "instances_train.json").is_file():
+        return
+    from visionllm.data.synthetic import generate_synthetic
+
+    generate_synthetic(**spec)
+
+
+def setup_distributed(cfg: Config, launcher: str) -> None:
+    """Select the launcher; on CPU-only torch start the gloo process group ourselves.
+
+    mmengine's ``pytorch`` launcher calls ``torch.cuda.set_device``, which fails without CUDA; a process
+    group that already exists is used as it is, so initialising gloo first sidesteps it.
+    """
+    cfg.launcher = launcher
+    if launcher == "none":
+        return
+    if torch.cuda.is_available():
+        cfg.env_cfg.setdefault("dist_cfg", {})["backend"] = "nccl"
+        return
+    cfg.env_cfg.setdefault("dist_cfg", {})["backend"] = "gloo"
+    if not torch.distributed.is_initialized():
+        torch.distributed.init_process_group(backend="gloo")
+    # DDP wraps CPU modules without device ids
+    cfg.model_wrapper_cfg = dict(type="MMDistributedDataParallel", device_ids=None, broadcast_buffers=False)

@@ -1,0 +1,203 @@
+"""The two decoders over the same LLM weights.
+
+parallel ("output format as query"): after the prompt come N object slots, each the task's output-format
+    tokens (``<cls> <x1> <y1> <x2> <y2>`` for a box) plus a learned slot embedding. One forward pass;
+    the hidden state at each format token predicts that token's value (a class reference or a bin).
+autoregressive: greedy generation with a KV cache, constrained at every step to the tokens the task
+    grammar allows (class reference or ``<eoo>`` at an object's start, then location bins).
+
+Both work on a batch of ``LLMQuery`` (one per image) whose prompts are left-padded, so every sample's
+answer ends at the last position and position ids count only real tokens.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import torch
+from torch import Tensor
+from transformers import DynamicCache
+
+from visionllm.models.llm import LanguageModel
+from visionllm.tasks.base import Request, Task
+
+
+@dataclass
+class LLMQuery:
+    """One image's input to the LLM: its task, request and prompt ids (with the image placeholders)."""
+
+    task: Task
+    request: Request
+    prompt_ids: list[int]
+
+
+@dataclass
+class DecodedSequence:
+    """Generated task tokens (global ids) and, per token, the probability the decoder gave it."""
+
+    token_ids: list[int]
+    token_scores: list[float]
+
+
+class Grammar:
+    """Legal-token masks over the task vocabulary, cached per (task, position, #classes, mode)."""
+
+    def __init__(self, vocab_size: int) -> None:
+        self.vocab_size = vocab_size
+        self._mask = lru_cache(maxsize=None)(self._build)
+
+    def _build(self, task: Task, position: int, num_classes: int, parallel: bool) -> Tensor:
+        mask = torch.zeros(self.vocab_size, dtype=torch.bool)
+        mask[task.legal_local_ids(position, num_classes, parallel)] = True
+        return mask
+
+    def mask(self, task: Task, position: int, num_classes: int, parallel: bool) -> Tensor:
+        return self._mask(task, position, num_classes, parallel)
+
+    def slot_masks(self, query: LLMQuery) -> Tensor:
+        """(L, V) legal tokens at each position of one parallel slot."""
+        n = len(query.request.classes)
+        return torch.stack([self.mask(query.task, p, n, True) for p in range(query.task.object_length)])
+
+
+def embed_batch(
+    llm: LanguageModel,
+    visual_tokens: Tensor,
+    sequences: list[list[int]],
+    slot_embeddings: list[Tensor | None] | None = None,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Left-pad token sequences, embed them and splice in the visual tokens.
+
+    Args:
+        visual_tokens: (B,M,D), written over the M ``<image>`` placeholders of each sequence.
+        sequences: B lists of global token ids.
+        slot_embeddings: per sequence, (T_slots,D) added to its last T_slots embeddings, or None.
+    Returns:
+        embeddings (B,T,D), attention mask (B,T), position ids (B,T).
+    """
+    device = visual_tokens.device
+    length = max(len(s) for s in sequences)
+    pad_id = llm.vocab.tokenizer.pad_token_id or 0
+    ids = torch.full((len(sequences), length), pad_id, dtype=torch.long, device=device)
+    mask = torch.zeros((len(sequences), length), dtype=torch.long, device=device)
+    for i, seq in enumerate(sequences):
+        ids[i, length - len(seq) :] = torch.as_tensor(seq, device=device)
+        mask[i, length - len(seq) :] = 1
+    embeds = llm.embed(ids)  # (B,T,D)
+    image = (ids == llm.vocab.image_id) & mask.bool()
+    embeds = embeds.masked_scatter(image.unsqueeze(-1), visual_tokens.to(embeds.dtype))
+    if slot_embeddings is not None:
+        extra = torch.zeros_like(embeds)
+        for i, slot in enumerate(slot_embeddings):
+            if slot is not None:
+                extra[i, length - slot.shape[0] :] = slot
+        embeds = embeds + extra
+    position_ids = (mask.cumsum(1) - 1).clamp(min=0)
+    return embeds, mask, position_ids
+
+
+def parallel_slot_logits(
+    llm: LanguageModel, visual_tokens: Tensor, queries: list[LLMQuery], slot_embed: Tensor
+) -> list[Tensor]:
+    """One forward pass over prompt + N format-token slots; returns per image (N, L, V) task logits."""
+    num_slots = slot_embed.shape[0]
+    sequences, extras = [], []
+    for q in queries:
+        length = q.task.object_length
+        sequences.append(q.prompt_ids + q.task.format_token_ids.tolist() * num_slots)
+        extras.append(slot_embed.repeat_interleave(length, dim=0))  # (N*L, D)
+    embeds, mask, positions = embed_batch(llm, visual_tokens, sequences, extras)
+    hidden, _ = llm(embeds, mask, positions)
+    logits = []
+    for i, q in enumerate(queries):
+        length = q.task.object_length
+        slots = hidden[i, hidden.shape[1] - num_slots * length :]  # (N*L, D)
+        logits.append(llm.task_logits(slots).view(num_slots, length, -1))
+    return logits
+
+
+def decode_parallel(
+    llm: LanguageModel,
+    grammar: Grammar,
+    visual_tokens: Tensor,
+    queries: list[LLMQuery],
+    slot_embed: Tensor,
+) -> list[DecodedSequence]:
+    """All objects in one pass: each slot takes its most likely legal tokens, scored by its class.
+
+    A slot's class is the best real class reference; its score is that class's probability among
+    the classes and ``<noobj>``, so empty slots come out with low scores (kept, ranked, for mAP).
+    """
+    vocab = llm.vocab
+    out = []
+    for q, logits in zip(queries, parallel_slot_logits(llm, visual_tokens, queries, slot_embed)):
+        legal = grammar.slot_masks(q).to(logits.device)  # (L,V)
+        probs = logits.masked_fill(~legal, float("-inf")).softmax(-1)  # (N,L,V)
+        class_probs = probs[:, 0].clone()
+        class_probs[:, vocab.to_local(vocab.noobj_id)] = 0.0
+        scores, classes = class_probs.max(-1)  # (N,)
+        locations = probs[:, 1:].argmax(-1)  # (N,L-1)
+        order = scores.argsort(descending=True)
+        token_ids, token_scores = [], []
+        for slot in order.tolist():
+            local = [classes[slot].item(), *locations[slot].tolist()]
+            token_ids += vocab.to_global(local)
+            token_scores += [scores[slot].item()] + [1.0] * len(locations[slot])
+        out.append(DecodedSequence(token_ids + [vocab.eoo_id], token_scores + [1.0]))
+    return out
+
+
+@torch.no_grad()
+def decode_autoregressive(
+    llm: LanguageModel,
+    grammar: Grammar,
+    visual_tokens: Tensor,
+    queries: list[LLMQuery],
+    max_objects: int,
+) -> list[DecodedSequence]:
+    """Greedy, grammar-constrained generation with a KV cache, all images of the batch in step."""
+    vocab = llm.vocab
+    device = visual_tokens.device
+    batch = len(queries)
+    eoo_local = vocab.to_local(vocab.eoo_id)
+    embeds, mask, positions = embed_batch(llm, visual_tokens, [q.prompt_ids for q in queries])
+    hidden, cache = llm(embeds, mask, positions, cache=DynamicCache(config=llm.decoder.config))
+    last = hidden[:, -1]  # (B,D)
+    position = positions[:, -1]
+    step_in_object = [0] * batch
+    num_objects = [0] * batch
+    done = [False] * batch
+    generated = [DecodedSequence([], []) for _ in range(batch)]
+    max_steps = max_objects * max(q.task.object_length for q in queries) + 1
+    for _ in range(max_steps):
+        legal = torch.stack(
+            [
+                grammar.mask(q.task, step_in_object[i], len(q.request.classes), False)
+                for i, q in enumerate(queries)
+            ]
+        ).to(device)  # (B,V)
+        for i in range(batch):
+            if step_in_object[i] == 0 and num_objects[i] >= max_objects:
+                legal[i] = False
+                legal[i, eoo_local] = True
+        probs = llm.task_logits(last).masked_fill(~legal, float("-inf")).softmax(-1)
+        score, token = probs.max(-1)
+        for i, q in enumerate(queries):
+            if done[i]:
+                continue
+            generated[i].token_ids.append(vocab.to_global(token[i].item()))
+            generated[i].token_scores.append(score[i].item())
+            if step_in_object[i] == 0 and token[i].item() == eoo_local:
+                done[i] = True
+                continue
+            step_in_object[i] = (step_in_object[i] + 1) % q.task.object_length
+            num_objects[i] += step_in_object[i] == 0
+        if all(done):
+            break
+        mask = torch.cat([mask, mask.new_ones(batch, 1)], 1)
+        position = position + 1
+        step_embeds = llm.embed(torch.as_tensor(vocab.to_global(token.tolist()), device=device)[:, None])
+        hidden, cache = llm(step_embeds, mask, position[:, None], cache=cache)
+        last = hidden[:, -1]
+    return generated

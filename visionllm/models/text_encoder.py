@@ -1,0 +1,63 @@
+"""The instruction reader of the image tokenizer: any transformers encoder (BERT family)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel
+
+from visionllm.pretrained import minilm_dir
+
+
+def resolve_local_path(path: str, what: str) -> Path:
+    """``'minilm'`` names the packaged MiniLM; anything else must be an existing local directory."""
+    resolved = minilm_dir() if path == "minilm" else Path(path).expanduser()
+    if not resolved.is_dir():
+        raise FileNotFoundError(f"{what}: '{path}' is not a local directory (weights are never downloaded)")
+    return resolved
+
+
+class TextEncoder(nn.Module):
+    """Encodes instructions to token features ``(B,L,H)`` and a padding mask ``(B,L)`` (True = pad).
+
+    ``path`` loads pretrained weights from a local directory (``'minilm'`` = the packaged MiniLM);
+    ``config`` instead builds a randomly initialised BERT (tiny test configs). The tokenizer comes from
+    ``tokenizer_path`` or ``path``. It reads plain words: callers pass
+    ``Request.plain_text`` (the instruction without task tokens such as ``<c0>``).
+    """
+
+    def __init__(
+        self,
+        path: str | None = None,
+        config: dict | None = None,
+        tokenizer_path: str = "minilm",
+        max_length: int = 96,
+        frozen: bool = False,
+    ) -> None:
+        super().__init__()
+        if (path is None) == (config is None):
+            raise ValueError("text_encoder: give exactly one of `path` (pretrained) or `config` (random init)")
+        tokenizer_dir = resolve_local_path(path or tokenizer_path, "text_encoder tokenizer")
+        self.tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir, local_files_only=True)
+        if path is not None:
+            self.model = AutoModel.from_pretrained(resolve_local_path(path, "text_encoder.path"), local_files_only=True)
+        else:
+            self.model = BertModel(BertConfig(vocab_size=len(self.tokenizer), **config), add_pooling_layer=False)
+        self.max_length = max_length
+        self.frozen = frozen
+        if frozen:
+            self.model.requires_grad_(False)
+
+    @property
+    def hidden_size(self) -> int:
+        return self.model.config.hidden_size
+
+    def forward(self, texts: list[str], device: torch.device) -> tuple[Tensor, Tensor]:
+        batch = self.tokenizer(
+            texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+        ).to(device)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
+            hidden = self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).last_hidden_state
+        return hidden, batch.attention_mask == 0

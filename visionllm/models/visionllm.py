@@ -1,0 +1,275 @@
+"""VisionLLM: image + instruction -> language-guided visual tokens -> LLM -> task tokens -> objects.
+
+    images (B,3,H,W), requests (task, class list, instruction text)
+      image_tokenizer(images, plain instruction text)   -> visual tokens (B,M,D)
+      prompt ids: <image>*M + instruction tokens        -> (B,T) with the visual tokens spliced in
+      training: parallel slots (Hungarian-matched set loss) and/or teacher-forced autoregressive loss
+      predict:  parallel (one pass) or autoregressive (grammar-constrained greedy) decoding
+      task.parse(tokens) -> objects -> pred_instances in original-image pixels (mmdet convention)
+
+The model knows no task by name: tasks are built from the config and looked up by their name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from mmdet.structures import DetDataSample
+from mmengine.model import BaseModel
+from mmengine.structures import InstanceData
+from torch import Tensor, nn
+
+from visionllm.models.decoding import (
+    Grammar,
+    LLMQuery,
+    decode_autoregressive,
+    decode_parallel,
+    embed_batch,
+    parallel_slot_logits,
+)
+from visionllm.models.image_tokenizer import LanguageGuidedImageTokenizer
+from visionllm.models.llm import LanguageModel
+from visionllm.models.loss import SlotLoss, expected_bins, sequence_loss
+from visionllm.models.matcher import HungarianMatcher
+from visionllm.registry import MODELS
+from visionllm.tasks import build_task
+from visionllm.tasks.base import ImageAnnotations, Request, Task
+
+DECODE_MODES = ("parallel", "autoregressive")
+
+
+@MODELS.register_module()
+class VisionLLM(BaseModel):
+    """The generalist model. See the module docstring for the data flow.
+
+    Args:
+        image_tokenizer: kwargs of ``LanguageGuidedImageTokenizer`` (``llm_dims`` is filled in).
+        llm: kwargs of ``LanguageModel``.
+        tasks: task name -> options; ``weight`` (training sampling weight) is popped, the rest goes to
+            the task, e.g. ``dict(detect=dict(weight=1.0), segment=dict(weight=1.0, num_points=16))``.
+        eval_task: the task whose request is made for images that come without one (COCO evaluation).
+        num_slots: N, the object slots of parallel decoding (an upper bound on objects per image).
+        train_modes: decoders trained each step, from ``DECODE_MODES``.
+        decode_mode: the decoder ``predict`` uses unless a data sample asks for another.
+        max_objects: cap on objects per image in autoregressive decoding.
+        class_names: the dataset's classes (set from the dataset by ``ClassNamesHook`` when None).
+    """
+
+    def __init__(
+        self,
+        image_tokenizer: dict,
+        llm: dict,
+        tasks: dict[str, dict],
+        eval_task: str = "detect",
+        num_slots: int = 16,
+        train_modes: Sequence[str] = DECODE_MODES,
+        decode_mode: str = "parallel",
+        max_objects: int = 100,
+        matcher: dict | None = None,
+        slot_loss: dict | None = None,
+        sequence_loss_weight: float = 1.0,
+        class_names: Sequence[str] | None = None,
+        data_preprocessor: dict | None = None,
+        init_cfg: dict | None = None,
+    ) -> None:
+        super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
+        for mode in (*train_modes, decode_mode):
+            if mode not in DECODE_MODES:
+                raise ValueError(f"decode mode '{mode}' is not one of {DECODE_MODES}")
+        self.llm = LanguageModel(**llm)
+        self.image_tokenizer = LanguageGuidedImageTokenizer(**image_tokenizer, llm_dims=self.llm.hidden_size)
+        self.slot_embed = nn.Parameter(torch.randn(num_slots, self.llm.hidden_size) * 0.02)
+        self.tasks: dict[str, Task] = {}
+        self.task_weights: dict[str, float] = {}
+        for name, options in tasks.items():
+            options = dict(options)
+            weight = options.pop("weight", 1.0)
+            task = build_task(name, self.llm.vocab, **options)
+            self.tasks[task.name] = task
+            self.task_weights[task.name] = weight
+        self.eval_task = build_task(eval_task, self.llm.vocab).name
+        if self.eval_task not in self.tasks:
+            raise ValueError(f"eval_task '{eval_task}' is not among the model's tasks {list(self.tasks)}")
+        self.train_modes = tuple(train_modes)
+        self.decode_mode = decode_mode
+        self.max_objects = max_objects
+        self.matcher = HungarianMatcher(**(matcher or {}))
+        self.slot_loss = SlotLoss(**(slot_loss or {}))
+        self.sequence_loss_weight = sequence_loss_weight
+        self.class_names = list(class_names) if class_names is not None else None
+        self.grammar = Grammar(self.llm.vocab.num_tokens)
+
+    @property
+    def vocab(self):
+        return self.llm.vocab
+
+    # ----------------------------------------------------------------- inputs
+    def prompt_ids(self, request: Request) -> list[int]:
+        """``<image>`` x M, then the instruction's tokens (class references stay single tokens)."""
+        text_ids = self.vocab.tokenizer(request.text, add_special_tokens=False).input_ids
+        return [self.vocab.image_id] * self.image_tokenizer.num_queries + text_ids
+
+    def _query(self, task: Task, request: Request) -> LLMQuery:
+        return LLMQuery(task, request, self.prompt_ids(request))
+
+    def _annotations(self, sample: DetDataSample) -> ImageAnnotations:
+        gt = sample.gt_instances
+        boxes = gt.bboxes.tensor if hasattr(gt.bboxes, "tensor") else gt.bboxes
+        polygons = [[np.asarray(p, dtype=np.float64) for p in parts] for parts in gt.masks.masks] if "masks" in gt else []
+        return ImageAnnotations(
+            boxes=boxes.detach().cpu().numpy(),
+            labels=gt.labels.cpu().numpy(),
+            polygons=polygons,
+            attributes=list(sample.metainfo.get("instance_attributes", [{}] * len(gt))),
+            canvas_size=self._canvas_size(sample),
+        )
+
+    @staticmethod
+    def _canvas_size(sample: DetDataSample) -> int:
+        """Location bins span the padded input square: its side in model-input pixels."""
+        return int(max(sample.metainfo.get("pad_shape", sample.metainfo["batch_input_shape"])))
+
+    def _class_names(self) -> list[str]:
+        if self.class_names is None:
+            raise RuntimeError("VisionLLM.class_names is unset: add ClassNamesHook or set model.class_names")
+        return self.class_names
+
+    def _sample_task(self, rng: np.random.Generator) -> Task:
+        names = list(self.task_weights)
+        weights = np.asarray([self.task_weights[n] for n in names], dtype=np.float64)
+        return self.tasks[names[rng.choice(len(names), p=weights / weights.sum())]]
+
+    def forward(self, inputs: Tensor, data_samples: list[DetDataSample] | None = None, mode: str = "tensor"):
+        """mmengine's entry point: ``loss`` (dict of losses), ``predict`` (samples with
+        ``pred_instances``) or ``tensor`` (the visual tokens of the eval request, for inspection)."""
+        if mode == "loss":
+            return self.loss(inputs, data_samples)
+        if mode == "predict":
+            return self.predict(inputs, data_samples)
+        if mode == "tensor":
+            request = self.tasks[self.eval_task].request_for_eval(self._class_names())
+            return self.image_tokenizer(inputs, [request.plain_text] * inputs.shape[0])[0]
+        raise ValueError(f"mode '{mode}' is not one of loss, predict, tensor")
+
+    # ------------------------------------------------------------------ train
+    def loss(self, inputs: Tensor, data_samples: list[DetDataSample]) -> dict[str, Tensor]:
+        """Sample an instruction per image, then score the enabled decoders against its targets."""
+        rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, ()).item()))  # follows the seeded torch RNG
+        queries, targets = [], []
+        for sample in data_samples:
+            annotations = self._annotations(sample)
+            task = self._sample_task(rng)
+            request = task.sample_request(self._class_names(), annotations, rng)
+            queries.append(self._query(task, request))
+            targets.append(task.encode_objects(request, annotations, self._class_names()))
+        visual, _ = self.image_tokenizer(inputs, [q.request.plain_text for q in queries])
+        losses: dict[str, Tensor] = {}
+        if "parallel" in self.train_modes:
+            losses.update(self._parallel_loss(visual, queries, targets))
+        if "autoregressive" in self.train_modes:
+            losses["loss_sequence"] = self._sequence_loss(visual, queries, targets)
+        return losses
+
+    def _parallel_loss(self, visual: Tensor, queries: list[LLMQuery], targets: list) -> dict[str, Tensor]:
+        vocab = self.vocab
+        noobj = vocab.to_local(vocab.noobj_id)
+        class_logits, class_targets, bin_logits, bin_targets = [], [], [], []
+        for q, target, logits in zip(queries, targets, parallel_slot_logits(self.llm, visual, queries, self.slot_embed)):
+            n = len(q.request.classes)
+            class_ids = vocab.class_local_ids(n)
+            # (N, n+1): the request's class references, then <noobj>
+            cls = logits[:, 0, torch.cat([class_ids, class_ids.new_tensor([noobj])])]
+            bins = logits[:, 1:, vocab.bin_local_ids()]  # (N, L-1, num_bins)
+            slots, gts = self.matcher(
+                cls.softmax(-1)[:, :n].detach(), expected_bins(bins.detach()), target.class_index, target.bins,
+                vocab.num_bins,
+            )
+            labels = torch.full((cls.shape[0],), n, dtype=torch.long, device=cls.device)
+            labels[slots.to(cls.device)] = target.class_index[gts].to(cls.device)
+            # pad every image's class logits to the batch's largest class list (padding never wins)
+            class_logits.append(cls)
+            class_targets.append(labels)
+            bin_logits.append(bins[slots.to(cls.device)].flatten(0, 1))  # (matched*(L-1), num_bins)
+            bin_targets.append(target.bins[gts].to(cls.device).flatten())
+        width = max(c.shape[1] for c in class_logits)
+        padded = [self._pad_classes(c, width) for c in class_logits]
+        targets_padded = [torch.where(t == c.shape[1] - 1, width - 1, t) for t, c in zip(class_targets, class_logits)]
+        return self.slot_loss(
+            torch.cat(padded), torch.cat(targets_padded), torch.cat(bin_logits), torch.cat(bin_targets)
+        )
+
+    @staticmethod
+    def _pad_classes(logits: Tensor, width: int) -> Tensor:
+        """(N, n+1) -> (N, width): -inf columns inserted before the final <noobj> column."""
+        filler = logits.new_full((logits.shape[0], width - logits.shape[1]), float("-inf"))
+        return torch.cat([logits[:, :-1], filler, logits[:, -1:]], 1)
+
+    def _sequence_loss(self, visual: Tensor, queries: list[LLMQuery], targets: list) -> Tensor:
+        sequences, answers = [], []
+        for q, target in zip(queries, targets):
+            answer = q.task.target_sequence(target)
+            sequences.append(q.prompt_ids + answer)
+            answers.append(answer)
+        embeds, mask, positions = embed_batch(self.llm, visual, sequences)
+        hidden, _ = self.llm(embeds, mask, positions)
+        length = hidden.shape[1]
+        states, legal, labels = [], [], []
+        for i, (q, answer) in enumerate(zip(queries, answers)):
+            # the answer's k-th token is predicted from the position before it
+            states.append(hidden[i, length - len(answer) - 1 : length - 1])
+            n = len(q.request.classes)
+            step = q.task.object_length
+            legal.append(torch.stack([self.grammar.mask(q.task, k % step, n, False) for k in range(len(answer))]))
+            labels.append(torch.as_tensor(self.vocab.to_local(answer)))
+        logits = self.llm.task_logits(torch.cat(states))
+        return sequence_loss(
+            logits, torch.cat(legal).to(logits.device), torch.cat(labels).to(logits.device), self.sequence_loss_weight
+        )
+
+    # ---------------------------------------------------------------- predict
+    @torch.no_grad()
+    def predict(self, inputs: Tensor, data_samples: list[DetDataSample]) -> list[DetDataSample]:
+        """Decode each image's request (``metainfo['request']``, else the eval task over all classes)."""
+        queries = []
+        for sample in data_samples:
+            request = sample.metainfo.get("request") or self.tasks[self.eval_task].request_for_eval(
+                self._class_names()
+            )
+            queries.append(self._query(self.tasks[request.task], request))
+        mode = data_samples[0].metainfo.get("decode_mode", self.decode_mode)
+        visual, _ = self.image_tokenizer(inputs, [q.request.plain_text for q in queries])
+        if mode == "parallel":
+            decoded = decode_parallel(self.llm, self.grammar, visual, queries, self.slot_embed)
+        elif mode == "autoregressive":
+            decoded = decode_autoregressive(self.llm, self.grammar, visual, queries, self.max_objects)
+        else:
+            raise ValueError(f"decode mode '{mode}' is not one of {DECODE_MODES}")
+        for sample, q, seq in zip(data_samples, queries, decoded):
+            parsed = q.task.parse(seq.token_ids, q.request, self._canvas_size(sample), seq.token_scores)
+            sample.set_metainfo(dict(request=q.request, dropped_tokens=dict(parsed.dropped)))
+            sample.pred_instances = self._to_instances(q.task, parsed.objects, q.request, sample)
+        return data_samples
+
+    def _to_instances(self, task: Task, objects: list, request: Request, sample: DetDataSample) -> InstanceData:
+        """Objects in model-input pixels -> mmdet ``pred_instances`` in original-image pixels.
+
+        The task's COCO conversion does the rescaling, clipping and polygon-to-RLE work; it is asked
+        for dataset label indices (-1 for a requested name outside the dataset) instead of COCO ids.
+        """
+        label_of = {name: i for i, name in enumerate(self.class_names or [])}
+        labels = [label_of.get(name, -1) for name in request.classes]
+        results = task.to_coco(
+            objects, sample.metainfo.get("img_id", 0), labels, sample.metainfo.get("scale_factor", (1.0, 1.0)),
+            sample.metainfo["ori_shape"],
+        )
+        instances = InstanceData()
+        boxes = torch.tensor([r["bbox"] for r in results], dtype=torch.float32).reshape(-1, 4)
+        instances.bboxes = torch.cat([boxes[:, :2], boxes[:, :2] + boxes[:, 2:]], 1)
+        instances.scores = torch.tensor([r["score"] for r in results], dtype=torch.float32)
+        instances.labels = torch.tensor([r["category_id"] for r in results], dtype=torch.long)
+        instances.class_names = [request.classes[o.class_index] for o in objects]
+        if task.iou_types and "segm" in task.iou_types:
+            instances.masks = [r["segmentation"] for r in results]
+        return instances
