@@ -112,6 +112,19 @@ def checkpoint_safe_globals() -> list:
 
     np_core = getattr(np, "_core", None) or np.core  # numpy 2 renamed np.core
     dtype_classes = [type(np.dtype(t)) for t in ("float64", "float32", "int64", "int32", "bool", "uint32")]
+
+    def history_buffer_method(owner: type, name: str):
+        """Stands in for ``builtins.getattr``, which pickle uses to store a HistoryBuffer's statistics
+        methods (``getattr(HistoryBuffer, 'mean')``); any other attribute lookup is refused."""
+        import pickle
+
+        methods = {"min", "max", "current", "mean", *HistoryBuffer._statistics_methods}
+        if owner is HistoryBuffer and name in methods:
+            return getattr(HistoryBuffer, name)
+        raise pickle.UnpicklingError(
+            f"checkpoint asks for getattr({owner!r}, {name!r}), which is not allowed"
+        )
+
     return [
         HistoryBuffer,
         np.ndarray,
@@ -119,6 +132,7 @@ def checkpoint_safe_globals() -> list:
         np_core.multiarray._reconstruct,
         np_core.multiarray.scalar,
         *dtype_classes,
+        (history_buffer_method, "builtins.getattr"),
     ]
 
 
