@@ -1,0 +1,440 @@
+"""What every task shares: requests, annotations, targets, the output grammar and its parser.
+
+Output grammar (global token ids; ``L = object_length``, one class token then ``L - 1`` bins)::
+
+    answer  ::= object* "<eoo>"                    (autoregressive)
+              | slot*                              (parallel decoding: one slot per object query)
+    object  ::= class_ref bin{L-1}
+    slot    ::= object | "<noobj>" bin{0..L-1}      (an empty slot; skipped without complaint)
+    class_ref ::= "<c0>" | ... | "<c{n-1}>"         (n = len(request.classes))
+
+Objects have a fixed length, so the class token is the only separator the grammar needs (there is
+no ``<obj>`` token) and an autoregressive answer lines up with the parallel decoder's slots.
+
+The parser never raises on any token sequence. It keeps every valid object and counts the rest in
+``ParseResult.dropped``. Object-level reasons count objects: ``class_out_of_range`` (``<ck>`` with
+k >= n), ``truncated`` (a non-bin token or the end arrived before the object's bins were complete),
+``degenerate_box``, ``degenerate_polygon``. Token-level reasons count tokens: ``unexpected_token``
+(a token that cannot start an object, e.g. a stray bin, text or an id outside the vocabulary) and
+``after_end`` (tokens after ``<eoo>``).
+"""
+
+from __future__ import annotations
+
+import operator
+import re
+from abc import ABC, abstractmethod
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from visionllm.vocab import POINT, REGION, TASK_TOKEN_PATTERN, TaskVocab
+
+Box = tuple[float, float, float, float]
+
+
+@dataclass
+class Request:
+    """A task request: what the LLM reads, and the class list its ``<ck>`` answers index.
+
+    ``text`` has the class-reference tokens written in ("... cup <c0>, knife <c1> ...") but no
+    ``<image>`` token (the model prepends it). ``regions``/``points`` are the inputs that fill the
+    ``<region>``/``<point>`` placeholders in ``text``, in order (xyxy boxes and x,y points in
+    model-input pixels). ``target_indices`` (training only) are the annotated instances a grounding
+    phrase refers to.
+    """
+
+    task: str
+    classes: list[str]
+    text: str
+    regions: list[Box] = field(default_factory=list)
+    points: list[tuple[float, float]] = field(default_factory=list)
+    target_indices: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        self.classes = list(self.classes)
+        if not self.classes:
+            raise ValueError("a request needs at least one class (or a grounding phrase)")
+        for name in self.classes:
+            if not isinstance(name, str) or not name.strip() or TASK_TOKEN_PATTERN.search(name):
+                raise ValueError(
+                    f"invalid class name {name!r}: it must be non-empty text without task tokens"
+                )
+        for placeholder, inputs in ((REGION, self.regions), (POINT, self.points)):
+            if self.text.count(placeholder) != len(inputs):
+                raise ValueError(
+                    f"the text has {self.text.count(placeholder)} {placeholder} placeholders "
+                    f"but {len(inputs)} inputs were given"
+                )
+        for reference in re.findall(r"<c(\d+)>", self.text):
+            if int(reference) >= len(self.classes):
+                raise ValueError(
+                    f"the text refers to <c{reference}> but only {len(self.classes)} classes exist"
+                )
+
+    @property
+    def plain_text(self) -> str:
+        """``text`` without task tokens, for a text encoder that does not know them."""
+        text = TASK_TOKEN_PATTERN.sub(" ", self.text)
+        text = re.sub(r"\s+([,.;:?!])", r"\1", text)
+        return " ".join(text.split())
+
+
+def check_class_count(classes: Sequence[str], max_classes: int) -> None:
+    """Raise a clear error when a class list does not fit the vocabulary's class tokens."""
+    if len(classes) > max_classes:
+        raise ValueError(
+            f"{len(classes)} classes requested but the vocabulary has only {max_classes} class tokens "
+            f"(<c0>..<c{max_classes - 1}>); split the class list over several requests"
+        )
+
+
+@dataclass
+class ImageAnnotations:
+    """One image's instances in model-input pixels (after resize, before/after padding alike).
+
+    ``labels`` index the dataset class list. ``polygons[i]`` is instance i's list of parts, each a
+    flat x,y,... array; it is empty for instances known only as RLE. ``attributes[i]`` is a dict
+    such as ``{"color": "red", "size": "large"}`` (empty when the dataset has none).
+    """
+
+    boxes: np.ndarray
+    labels: np.ndarray
+    canvas_size: int
+    polygons: list[list[np.ndarray]] | None = None
+    attributes: list[dict] | None = None
+
+    def __post_init__(self) -> None:
+        self.boxes = np.asarray(self.boxes, dtype=np.float64).reshape(-1, 4)
+        self.labels = np.asarray(self.labels, dtype=np.int64).reshape(-1)
+        n = len(self.boxes)
+        if self.polygons is None:
+            self.polygons = [[] for _ in range(n)]
+        self.polygons = [
+            [np.asarray(part, dtype=np.float64).reshape(-1) for part in parts] for parts in self.polygons
+        ]
+        if self.attributes is None:
+            self.attributes = [{} for _ in range(n)]
+        if not len(self.labels) == len(self.polygons) == len(self.attributes) == n:
+            raise ValueError("boxes, labels, polygons and attributes must describe the same instances")
+
+    def __len__(self) -> int:
+        return len(self.boxes)
+
+    @classmethod
+    def from_coco(
+        cls,
+        annotations: Sequence[dict],
+        category_ids: Sequence[int],
+        canvas_size: int,
+        scale_factor: tuple[float, float] = (1.0, 1.0),
+    ) -> ImageAnnotations:
+        """COCO annotation dicts -> model-input pixels. Crowd instances are left out (they are
+        ignore regions, not targets); ``category_ids[label]`` is the COCO id of dataset class ``label``.
+        """
+        label_of = {int(cat): label for label, cat in enumerate(category_ids)}
+        sx, sy = scale_factor
+        scale = np.array([sx, sy])
+        boxes, labels, polygons, attributes = [], [], [], []
+        for ann in annotations:
+            if ann.get("iscrowd", 0) or int(ann["category_id"]) not in label_of:
+                continue
+            x, y, w, h = ann["bbox"]
+            boxes.append([x * sx, y * sy, (x + w) * sx, (y + h) * sy])
+            labels.append(label_of[int(ann["category_id"])])
+            segmentation = ann.get("segmentation")
+            parts = segmentation if isinstance(segmentation, list) else []  # RLE: no polygon
+            polygons.append(
+                [(np.asarray(p, dtype=np.float64).reshape(-1, 2) * scale).reshape(-1) for p in parts]
+            )
+            attributes.append(dict(ann.get("attributes") or {}))
+        return cls(np.asarray(boxes).reshape(-1, 4), np.asarray(labels), canvas_size, polygons, attributes)
+
+
+@dataclass
+class ObjectTargets:
+    """Encoded targets of one request: ``bins[i]`` are object i's location bins in grammar order."""
+
+    class_index: torch.Tensor  # (n,) int64, index into request.classes
+    bins: torch.Tensor  # (n, object_length - 1) int64
+    boxes: torch.Tensor  # (n, 4) float32 xyxy model-input pixels, for matching costs
+
+    def __len__(self) -> int:
+        return len(self.class_index)
+
+
+@dataclass
+class DetectedObject:
+    class_index: int  # index into request.classes
+    box: Box  # xyxy model-input pixels, x1 < x2 and y1 < y2, inside the canvas
+    score: float = 1.0
+    polygon: list[float] | None = None  # flat x,y,... model-input pixels (segmentation)
+
+
+@dataclass
+class ParseResult:
+    objects: list[DetectedObject]
+    dropped: Counter[str]
+    finished: bool  # True when the answer ended with <eoo>
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """An object's location decoded from its bins."""
+
+    box: Box
+    polygon: list[float] | None = None
+
+
+#: Reasons that count dropped objects (the other reasons count tokens).
+OBJECT_DROP_REASONS = ("class_out_of_range", "truncated", "degenerate_box", "degenerate_polygon")
+
+
+def _as_token_list(values: Any) -> list[Any]:
+    return values.tolist() if hasattr(values, "tolist") else list(values)
+
+
+def _as_int(token: Any) -> int | None:
+    """The token as an int, or None when it is not an integer at all."""
+    try:
+        return operator.index(token)
+    except TypeError:
+        return None
+
+
+class Task(ABC):
+    """One vision task defined in language: instructions, targets, grammar, parser, COCO output."""
+
+    name: ClassVar[str]
+    synonyms: ClassVar[tuple[str, ...]] = ()
+    iou_types: ClassVar[tuple[str, ...]] = ()
+    #: Training paraphrases; ``{classes}`` / ``{phrase}`` receives the rendered class list.
+    templates: ClassVar[tuple[str, ...]]
+    #: Appended to every instruction: states the output format with the format tokens.
+    answer_format: ClassVar[str]
+    #: A free-form instruction for this task, shown when an instruction matches no task.
+    example_instruction: ClassVar[str]
+
+    def __init__(self, vocab: TaskVocab) -> None:
+        self.vocab = vocab
+
+    # ---- output format ---------------------------------------------------------------------------
+    @property
+    @abstractmethod
+    def format_tokens(self) -> list[str]:
+        """One object slot: ``<cls>`` then one format token per location bin."""
+
+    @property
+    def object_length(self) -> int:
+        return len(self.format_tokens)
+
+    @property
+    def format_token_ids(self) -> torch.Tensor:
+        return torch.tensor([self.vocab.token_id(token) for token in self.format_tokens])
+
+    # ---- requests --------------------------------------------------------------------------------
+    @classmethod
+    def render_text(cls, classes: Sequence[str], template_index: int = 0) -> str:
+        """The instruction for ``classes`` with template ``template_index``: each name is followed
+        by its reference token (``cup <c0>, knife <c1>``), then the answer format."""
+        listing = ", ".join(f"{name} <c{k}>" for k, name in enumerate(classes))
+        body = cls.templates[template_index].format(classes=listing, phrase=listing)
+        return f"{body} {cls.answer_format}"
+
+    def build_request(
+        self, classes: Sequence[str], template_index: int = 0, target_indices: Sequence[int] = ()
+    ) -> Request:
+        check_class_count(classes, self.vocab.max_classes)
+        return Request(
+            task=self.name,
+            classes=list(classes),
+            text=self.render_text(classes, template_index),
+            target_indices=tuple(int(i) for i in target_indices),
+        )
+
+    def request_for_eval(self, dataset_classes: Sequence[str]) -> Request:
+        """The deterministic evaluation instruction: first template, classes in dataset order."""
+        return self.build_request(dataset_classes)
+
+    @abstractmethod
+    def sample_request(
+        self, dataset_classes: Sequence[str], annotations: ImageAnnotations, rng: np.random.Generator
+    ) -> Request:
+        """A random training request for this image (random template and class list)."""
+
+    # ---- targets ---------------------------------------------------------------------------------
+    @abstractmethod
+    def select_instances(
+        self, request: Request, annotations: ImageAnnotations, dataset_classes: Sequence[str]
+    ) -> list[tuple[int, int]]:
+        """The ``(instance index, request class index)`` pairs that ``request`` asks for."""
+
+    @abstractmethod
+    def instance_geometry(
+        self, annotations: ImageAnnotations, index: int
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """Instance ``index`` as ``(bins, box)`` in grammar order, or None when it cannot be a target."""
+
+    @abstractmethod
+    def decode_geometry(self, bins: Sequence[int], canvas_size: float) -> Geometry | str:
+        """An object's bins -> its geometry, or the reason it is invalid."""
+
+    def encode_objects(
+        self, request: Request, annotations: ImageAnnotations, dataset_classes: Sequence[str]
+    ) -> ObjectTargets:
+        """The objects ``request`` asks for, in canonical order: raster order of the top-left corner
+        of their boxes (y1, then x1), ties broken by class index then instance index."""
+        check_class_count(request.classes, self.vocab.max_classes)
+        encoded = []
+        for index, class_index in self.select_instances(request, annotations, dataset_classes):
+            geometry = self.instance_geometry(annotations, index)
+            if geometry is not None:
+                bins, box = geometry
+                encoded.append((box[1], box[0], class_index, index, bins, box))
+        encoded.sort(key=lambda item: item[:4])
+        length = self.object_length - 1
+        return ObjectTargets(
+            class_index=torch.tensor([item[2] for item in encoded], dtype=torch.long),
+            bins=torch.tensor(np.array([item[4] for item in encoded], dtype=np.int64).reshape(-1, length)),
+            boxes=torch.tensor(np.array([item[5] for item in encoded], dtype=np.float32).reshape(-1, 4)),
+        )
+
+    def target_sequence(self, targets: ObjectTargets) -> list[int]:
+        """Global token ids of the answer: each object (class token, bins), then ``<eoo>``."""
+        sequence = []
+        for class_index, bins in zip(targets.class_index.tolist(), targets.bins.tolist()):
+            sequence.append(self.vocab.class_id(class_index))
+            sequence.extend(self.vocab.bin_id(b) for b in bins)
+        sequence.append(self.vocab.eoo_id)
+        return sequence
+
+    def legal_local_ids(self, position: int, num_classes: int, parallel: bool) -> torch.Tensor:
+        """Local ids the grammar allows at ``position`` within an object: the class tokens of the
+        request plus ``<noobj>`` (parallel) or ``<eoo>`` (autoregressive) at 0, bins after."""
+        if not 0 <= position < self.object_length:
+            raise ValueError(f"position {position} is outside an object of length {self.object_length}")
+        if position > 0:
+            return self.vocab.bin_local_ids()
+        stop = self.vocab.noobj_id if parallel else self.vocab.eoo_id
+        stop_local = torch.tensor([self.vocab.to_local(stop)])
+        return torch.cat([self.vocab.class_local_ids(num_classes), stop_local])
+
+    # ---- parsing ---------------------------------------------------------------------------------
+    def parse(
+        self,
+        token_ids: Sequence[int],
+        request: Request,
+        canvas_size: int,
+        token_scores: Sequence[float] | None = None,
+    ) -> ParseResult:
+        """Walk the grammar over ``token_ids`` (global ids); never raises on the tokens themselves.
+        An object's score is ``token_scores`` at its class token (1.0 without scores)."""
+        tokens = [_as_int(token) for token in _as_token_list(token_ids)]
+        scores = None if token_scores is None else [float(s) for s in _as_token_list(token_scores)]
+        if scores is not None and len(scores) != len(tokens):
+            raise ValueError(f"{len(scores)} scores for {len(tokens)} tokens")
+        vocab, num_bins_per_object = self.vocab, self.object_length - 1
+        result = ParseResult(objects=[], dropped=Counter(), finished=False)
+        object_start: int | None = None  # position of the class token of the object being read
+        object_bins: list[int] = []
+        empty_slot_left = 0  # bins still allowed in a <noobj> slot
+        position = 0
+        while position < len(tokens):
+            token = tokens[position]
+            is_bin = token is not None and vocab.is_bin(token)
+            if object_start is not None:
+                if not is_bin:  # interrupted: drop it, then read this token afresh
+                    result.dropped["truncated"] += 1
+                    object_start = None
+                    continue
+                object_bins.append(vocab.bin_index(token))
+                if len(object_bins) == num_bins_per_object:
+                    self._finish_object(
+                        result,
+                        tokens[object_start],
+                        object_bins,
+                        request,
+                        canvas_size,
+                        1.0 if scores is None else scores[object_start],
+                    )
+                    object_start = None
+            elif empty_slot_left and is_bin:
+                empty_slot_left -= 1
+            elif token == vocab.eoo_id:
+                result.finished = True
+                if position + 1 < len(tokens):
+                    result.dropped["after_end"] += len(tokens) - position - 1
+                break
+            elif token is not None and vocab.is_class(token):
+                object_start, object_bins, empty_slot_left = position, [], 0
+            elif token == vocab.noobj_id:
+                empty_slot_left = num_bins_per_object
+            else:
+                empty_slot_left = 0
+                result.dropped["unexpected_token"] += 1
+            position += 1
+        if object_start is not None:
+            result.dropped["truncated"] += 1
+        return result
+
+    def _finish_object(
+        self,
+        result: ParseResult,
+        class_token: int,
+        bins: list[int],
+        request: Request,
+        canvas_size: int,
+        score: float,
+    ) -> None:
+        class_index = self.vocab.class_index(class_token)
+        if class_index >= len(request.classes):
+            result.dropped["class_out_of_range"] += 1
+            return
+        geometry = self.decode_geometry(bins, canvas_size)
+        if isinstance(geometry, str):
+            result.dropped[geometry] += 1
+            return
+        result.objects.append(DetectedObject(class_index, geometry.box, score, geometry.polygon))
+
+    # ---- COCO output -----------------------------------------------------------------------------
+    def to_coco(
+        self,
+        objects: Sequence[DetectedObject],
+        image_id: int,
+        category_ids: Sequence[int],
+        scale_factor: tuple[float, float],
+        ori_shape: tuple[int, int],
+    ) -> list[dict]:
+        """COCO result dicts in original-image pixels (model pixels divided by ``scale_factor`` =
+        (w_scale, h_scale), clipped to ``ori_shape`` = (h, w)); ``category_ids[k]`` is the COCO id
+        of ``request.classes[k]``. Objects with a polygon also get an RLE ``segmentation``."""
+        height, width = ori_shape
+        sx, sy = scale_factor
+        results = []
+        for obj in objects:
+            x1, y1, x2, y2 = np.clip(
+                np.asarray(obj.box) / [sx, sy, sx, sy], 0, [width, height, width, height]
+            )
+            result = {
+                "image_id": image_id,
+                "category_id": int(category_ids[obj.class_index]),
+                "bbox": [float(x1), float(y1), float(x2 - x1), float(y2 - y1)],
+                "score": float(obj.score),
+            }
+            if obj.polygon is not None:
+                points = np.clip(np.asarray(obj.polygon).reshape(-1, 2) / [sx, sy], 0, [width, height])
+                result["segmentation"] = polygon_to_rle(points.reshape(-1).tolist(), height, width)
+            results.append(result)
+        return results
+
+
+def polygon_to_rle(polygon: list[float], height: int, width: int) -> dict:
+    """One flat polygon -> COCO RLE with a ``str`` ``counts`` (JSON-ready)."""
+    from pycocotools import mask as mask_utils
+
+    rle = mask_utils.merge(mask_utils.frPyObjects([polygon], height, width))
+    return {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")}
