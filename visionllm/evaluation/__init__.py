@@ -1,0 +1,11 @@
+"""COCO evaluation for VisionLLM.
+
+- :func:`evaluate_coco` / ``tools/eval_coco.py``: pycocotools metrics of a results file, with checked input.
+- In configs, use mmdet's ``CocoMetric`` as is: its ``pred_instances.masks`` may be a mask tensor or a list
+  of COCO RLE dicts (one per instance), so task decoders that predict polygons turn them into RLE with
+  :func:`polygons_to_rle` and need no metric of their own.
+"""
+
+from visionllm.evaluation.coco_eval import STAT_NAMES, evaluate_coco, format_stats_table, polygons_to_rle
+
+__all__ = ["STAT_NAMES", "evaluate_coco", "format_stats_table", "polygons_to_rle"]
