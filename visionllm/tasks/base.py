@@ -99,7 +99,8 @@ class ImageAnnotations:
 
     ``labels`` index the dataset class list. ``polygons[i]`` is instance i's list of parts, each a
     flat x,y,... array; it is empty for instances known only as RLE. ``attributes[i]`` is a dict
-    such as ``{"color": "red", "size": "large"}`` (empty when the dataset has none).
+    such as ``{"color": "red", "size": "large"}`` (empty when the dataset has none). ``polygons`` and
+    ``attributes`` may be left out (None or ``[]``) when no instance has any.
     """
 
     boxes: np.ndarray
@@ -112,12 +113,12 @@ class ImageAnnotations:
         self.boxes = np.asarray(self.boxes, dtype=np.float64).reshape(-1, 4)
         self.labels = np.asarray(self.labels, dtype=np.int64).reshape(-1)
         n = len(self.boxes)
-        if self.polygons is None:
+        if not self.polygons:  # None or [] = no polygons known
             self.polygons = [[] for _ in range(n)]
         self.polygons = [
             [np.asarray(part, dtype=np.float64).reshape(-1) for part in parts] for parts in self.polygons
         ]
-        if self.attributes is None:
+        if not self.attributes:
             self.attributes = [{} for _ in range(n)]
         if not len(self.labels) == len(self.polygons) == len(self.attributes) == n:
             raise ValueError("boxes, labels, polygons and attributes must describe the same instances")
