@@ -101,10 +101,14 @@ def test_bad_results_file_names_the_entry(fake100, tmp_path, index, change, mess
         eval_cli(str(fake100["gt"]), str(bad), "--iou-type", "bbox")
 
 
-def test_segm_needs_segmentation(fake100):
+def test_segm_needs_segmentation_and_boxes_come_for_all_or_none(fake100):
     results = json.loads(fake100["bbox"].read_text())
     with pytest.raises(ValueError, match=r"result \[0\] has no 'segmentation'"):
         evaluate_coco(fake100["gt"], results, iou_types=("bbox", "segm"))
+    segm_results = json.loads(fake100["segm"].read_text())
+    segm_results[0]["bbox"] = [1, 2, 3, 4]
+    with pytest.raises(ValueError, match=r"result \[1\]: either every result has a 'bbox' or none"):
+        evaluate_coco(fake100["gt"], segm_results, iou_types=("bbox",))
 
 
 def test_polygons_to_rle_matches_the_rasterised_polygons():

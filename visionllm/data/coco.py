@@ -103,7 +103,8 @@ class VisionLLMCocoDataset(CocoDataset):
 
     - The annotation file is checked before parsing (:func:`load_coco_json`): structural faults raise
       ValueError naming the file and, where one is at fault, the annotation id.
-    - Classes default to the file's categories (in file order) when the config gives none.
+    - Classes default to the file's categories (in file order) when the config gives none (set when the
+      file loads: with ``lazy_init=True``, after ``full_init()``).
     - An annotation whose box has no area or is not finite is dropped with a warning naming the file and the
       annotation id; crowd annotations load as ignored instances (``ignore_flag=1``), as in mmdet. Images left
       without annotations follow ``filter_cfg`` (kept unless ``filter_empty_gt=True``).

@@ -107,6 +107,8 @@ def load_results(results: str | Path | list[dict], gt: COCO, iou_types: tuple[st
             raise ValueError(f"{where} has no 'segmentation', which segm evaluation needs")
         if "bbox" not in entry and "segmentation" not in entry:
             raise ValueError(f"{where} has neither 'bbox' nor 'segmentation'")
+        if ("bbox" in entry) != ("bbox" in results[0]):  # pycocotools reads all results like the first
+            raise ValueError(f"{where}: either every result has a 'bbox' or none does (as result [0])")
         checked.append(entry)
     return checked
 
