@@ -413,6 +413,8 @@ class Task(ABC):
         """COCO result dicts in original-image pixels (model pixels divided by ``scale_factor`` =
         (w_scale, h_scale), clipped to ``ori_shape`` = (h, w)); ``category_ids[k]`` is the COCO id
         of ``request.classes[k]``. Objects with a polygon also get an RLE ``segmentation``."""
+        from visionllm.evaluation import polygons_to_rle  # here: the evaluation package may import tasks
+
         height, width = ori_shape
         sx, sy = scale_factor
         results = []
@@ -428,14 +430,6 @@ class Task(ABC):
             }
             if obj.polygon is not None:
                 points = np.clip(np.asarray(obj.polygon).reshape(-1, 2) / [sx, sy], 0, [width, height])
-                result["segmentation"] = polygon_to_rle(points.reshape(-1).tolist(), height, width)
+                result["segmentation"] = polygons_to_rle([points.reshape(-1).tolist()], height, width)
             results.append(result)
         return results
-
-
-def polygon_to_rle(polygon: list[float], height: int, width: int) -> dict:
-    """One flat polygon -> COCO RLE with a ``str`` ``counts`` (JSON-ready)."""
-    from pycocotools import mask as mask_utils
-
-    rle = mask_utils.merge(mask_utils.frPyObjects([polygon], height, width))
-    return {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")}
