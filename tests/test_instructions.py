@@ -6,7 +6,18 @@ import pytest
 from visionllm.instructions import Request, resolve_instruction, singularize
 from visionllm.tasks import SUPPORTED_TASKS, TASKS
 
-COCO_LIKE = ["person", "bicycle", "traffic light", "hair drier", "cup", "knife", "mouse", "wine glass", "skis", "tie"]
+COCO_LIKE = [
+    "person",
+    "bicycle",
+    "traffic light",
+    "hair drier",
+    "cup",
+    "knife",
+    "mouse",
+    "wine glass",
+    "skis",
+    "tie",
+]
 
 
 @pytest.mark.parametrize(
@@ -32,7 +43,9 @@ def test_free_form_instructions_resolve_to_a_task_and_its_classes(instruction, t
 
 
 def test_known_classes_give_multi_word_names_and_their_canonical_spelling():
-    request = resolve_instruction("Detect Traffic Lights, hair driers and wine glasses", known_classes=COCO_LIKE)
+    request = resolve_instruction(
+        "Detect Traffic Lights, hair driers and wine glasses", known_classes=COCO_LIKE
+    )
     assert request.classes == ["traffic light", "hair drier", "wine glass"]
     request = resolve_instruction("segment the mice, skis, ties and unicorns", known_classes=COCO_LIKE)
     assert request.classes == ["mouse", "skis", "tie", "unicorn"]  # new names are kept: any class set works

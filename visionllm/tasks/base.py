@@ -354,14 +354,14 @@ class Task(ABC):
                     continue
                 object_bins.append(vocab.bin_index(token))
                 if len(object_bins) == num_bins_per_object:
-                    self._finish_object(
-                        result,
-                        tokens[object_start],
-                        object_bins,
-                        request,
-                        canvas_size,
-                        1.0 if scores is None else scores[object_start],
+                    score = 1.0 if scores is None else scores[object_start]
+                    outcome = self._complete_object(
+                        tokens[object_start], object_bins, len(request.classes), canvas_size, score
                     )
+                    if isinstance(outcome, str):
+                        result.dropped[outcome] += 1
+                    else:
+                        result.objects.append(outcome)
                     object_start = None
             elif empty_slot_left and is_bin:
                 empty_slot_left -= 1
@@ -382,24 +382,17 @@ class Task(ABC):
             result.dropped["truncated"] += 1
         return result
 
-    def _finish_object(
-        self,
-        result: ParseResult,
-        class_token: int,
-        bins: list[int],
-        request: Request,
-        canvas_size: int,
-        score: float,
-    ) -> None:
+    def _complete_object(
+        self, class_token: int, bins: list[int], num_classes: int, canvas_size: int, score: float
+    ) -> DetectedObject | str:
+        """A complete object, or the reason it is dropped."""
         class_index = self.vocab.class_index(class_token)
-        if class_index >= len(request.classes):
-            result.dropped["class_out_of_range"] += 1
-            return
+        if class_index >= num_classes:
+            return "class_out_of_range"
         geometry = self.decode_geometry(bins, canvas_size)
         if isinstance(geometry, str):
-            result.dropped[geometry] += 1
-            return
-        result.objects.append(DetectedObject(class_index, geometry.box, score, geometry.polygon))
+            return geometry
+        return DetectedObject(class_index, geometry.box, score, geometry.polygon)
 
     # ---- COCO output -----------------------------------------------------------------------------
     def to_coco(
