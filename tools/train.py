@@ -1,21 +1,23 @@
 """Train a VisionLLM config with mmengine's Runner.
 
-    python tools/train.py configs/visionllm_tiny_synthetic.py [--work-dir D] [--resume [CKPT]]
-                          [--cfg-options train_cfg.max_iters=100 ...] [--launcher pytorch]
+python tools/train.py configs/visionllm_tiny_synthetic.py [--work-dir D] [--resume [CKPT]]
+                      [--cfg-options train_cfg.max_iters=100 ...] [--launcher pytorch]
 """
 
 from __future__ import annotations
 
 import argparse
 
-import visionllm  # noqa: F401  (platform fixes first)
 from mmengine.runner import Runner
 
+import visionllm  # noqa: F401  (platform fixes first)
 from visionllm.engine.launch import DictAction, load_config, prepare_synthetic_data, setup_distributed
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("config", help="mmengine Python config")
     parser.add_argument("--work-dir", help="where logs and checkpoints go (default work_dirs/<config name>)")
     parser.add_argument(

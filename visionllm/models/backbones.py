@@ -20,7 +20,11 @@ class TimmBackbone(nn.Module):
     """
 
     def __init__(
-        self, model_name: str, out_indices: tuple[int, ...] = (1, 2, 3), checkpoint: str | None = None, **kwargs
+        self,
+        model_name: str,
+        out_indices: tuple[int, ...] = (1, 2, 3),
+        checkpoint: str | None = None,
+        **kwargs,
     ) -> None:
         super().__init__()
         self.model = timm.create_model(

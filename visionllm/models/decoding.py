@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 from transformers import DynamicCache
 
@@ -25,11 +26,26 @@ from visionllm.tasks.base import Request, Task
 
 @dataclass
 class LLMQuery:
-    """One image's input to the LLM: its task, request and prompt ids (with the image placeholders)."""
+    """One image's input to the LLM: its task, request and prompt ids (with the image placeholders).
+
+    ``class_positions[k]`` is where ``<ck>`` stands in the prompt, right after the k-th class name.
+    The class pointer (``LanguageModel.task_logits``) matches against a key made of the LLM's final
+    state there plus the input embedding of the name's last token: the embedding is a crisp identity
+    of the name from the first step, the state adds the context of multi-token names.
+    """
 
     task: Task
     request: Request
     prompt_ids: list[int]
+    class_positions: list[int]
+
+    def class_keys(self, hidden: Tensor, embeds: Tensor, offset: int) -> Tensor:
+        """(n,D) keys of this query's class references, from its rows (T,D) of a left-padded batch."""
+        positions = torch.as_tensor(self.class_positions, device=hidden.device) + offset
+        # equal say for both parts: embeddings are ~50x smaller than normalised final states
+        return F.rms_norm(hidden[positions], hidden.shape[-1:]) + F.rms_norm(
+            embeds[positions - 1], embeds.shape[-1:]
+        )
 
 
 @dataclass
@@ -110,10 +126,11 @@ def parallel_slot_logits(
     embeds, mask, positions = embed_batch(llm, visual_tokens, sequences, extras)
     hidden, _ = llm(embeds, mask, positions)
     logits = []
-    for i, q in enumerate(queries):
+    for i, (q, seq) in enumerate(zip(queries, sequences)):
         length = q.task.object_length
         slots = hidden[i, hidden.shape[1] - num_slots * length :]  # (N*L, D)
-        logits.append(llm.task_logits(slots).view(num_slots, length, -1))
+        keys = q.class_keys(hidden[i], embeds[i], hidden.shape[1] - len(seq))
+        logits.append(llm.task_logits(slots, keys).view(num_slots, length, -1))
     return logits
 
 
@@ -163,6 +180,9 @@ def decode_autoregressive(
     eoo_local = vocab.to_local(vocab.eoo_id)
     embeds, mask, positions = embed_batch(llm, visual_tokens, [q.prompt_ids for q in queries])
     hidden, cache = llm(embeds, mask, positions, cache=DynamicCache(config=llm.decoder.config))
+    keys = [
+        q.class_keys(hidden[i], embeds[i], hidden.shape[1] - len(q.prompt_ids)) for i, q in enumerate(queries)
+    ]
     last = hidden[:, -1]  # (B,D)
     position = positions[:, -1]
     step_in_object = [0] * batch
@@ -181,7 +201,8 @@ def decode_autoregressive(
             if step_in_object[i] == 0 and num_objects[i] >= max_objects:
                 legal[i] = False
                 legal[i, eoo_local] = True
-        probs = llm.task_logits(last).masked_fill(~legal, float("-inf")).softmax(-1)
+        logits = torch.cat([llm.task_logits(last[i : i + 1], keys[i]) for i in range(batch)])
+        probs = logits.masked_fill(~legal, float("-inf")).softmax(-1)
         score, token = probs.max(-1)
         for i, q in enumerate(queries):
             if done[i]:

@@ -5,7 +5,7 @@
     each level: visual tokens cross-attend to the instruction (the language guidance)
     deformable encoder over all levels (mmdet Deformable DETR layers)
     M learned queries --deformable decoder--> (B,M,d) + reference points (B,M,2)
-    --linear--> (B,M,D_llm)
+    --MLP--> (B,M,D_llm), plus a projection of each token's reference-point encoding
 
 The whole padded canvas is treated as valid: location bins are defined over the padded input, so
 the padding is part of the picture the model reasons about and no masks are needed.
@@ -15,7 +15,11 @@ from __future__ import annotations
 
 import torch
 from mmdet.models.layers import SinePositionalEncoding
-from mmdet.models.layers.transformer import DeformableDetrTransformerDecoder, DeformableDetrTransformerEncoder
+from mmdet.models.layers.transformer import (
+    DeformableDetrTransformerDecoder,
+    DeformableDetrTransformerEncoder,
+    coordinate_to_encoding,
+)
 from mmengine.model import BaseModule
 from torch import Tensor, nn
 
@@ -69,7 +73,9 @@ class LanguageGuidedImageTokenizer(BaseModule):
 
         self.positional_encoding = SinePositionalEncoding(num_feats=embed_dims // 2, normalize=True)
         self.level_embed = nn.Parameter(torch.zeros(self.num_levels, embed_dims))
-        attn = dict(embed_dims=embed_dims, num_heads=num_heads, num_levels=self.num_levels, num_points=num_points)
+        attn = dict(
+            embed_dims=embed_dims, num_heads=num_heads, num_levels=self.num_levels, num_points=num_points
+        )
         ffn = dict(embed_dims=embed_dims, feedforward_channels=embed_dims * ffn_ratio, ffn_drop=0.0)
         self.encoder = DeformableDetrTransformerEncoder(
             num_layers=num_encoder_layers, layer_cfg=dict(self_attn_cfg=attn, ffn_cfg=ffn)
@@ -86,7 +92,11 @@ class LanguageGuidedImageTokenizer(BaseModule):
         )
         self.query_embed = nn.Embedding(num_queries, 2 * embed_dims)  # content + position halves
         self.reference_points = nn.Linear(embed_dims, 2)
-        self.llm_proj = nn.Sequential(nn.Linear(embed_dims, llm_dims), nn.GELU(), nn.Linear(llm_dims, llm_dims))
+        self.llm_proj = nn.Sequential(
+            nn.Linear(embed_dims, llm_dims), nn.GELU(), nn.Linear(llm_dims, llm_dims)
+        )
+        # where each token looked: the LLM reads absolute positions from it (bins are absolute)
+        self.position_proj = nn.Linear(embed_dims, llm_dims)
         nn.init.normal_(self.level_embed, std=0.02)
 
     @property
@@ -133,4 +143,5 @@ class LanguageGuidedImageTokenizer(BaseModule):
             level_start_index=level_start_index,
             valid_ratios=valid_ratios,
         )  # (B,M,d)
-        return self.llm_proj(tokens), reference_points
+        position = coordinate_to_encoding(reference_points, num_feats=dims // 2)  # (B,M,d)
+        return self.llm_proj(tokens) + self.position_proj(position), reference_points

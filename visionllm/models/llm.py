@@ -10,6 +10,8 @@ VisionLLM decodes is a task token, so the full-vocabulary head (49k-152k rows) i
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -47,6 +49,9 @@ class LanguageModel(nn.Module):
             peft's trainable tokens, everything else in the LM is frozen.
         gradient_checkpointing: recompute decoder activations in backward (memory for compute).
         dtype: ``'float32'`` | ``'bfloat16'`` | ``'float16'`` for the LM weights.
+        init_bins_sinusoidal: start the location-bin rows (input and output) as sinusoidal encodings
+            of the bin position, so that neighbouring bins start out similar: coordinates then begin
+            ordinal instead of as unrelated classes, and are learnt much faster.
     """
 
     def __init__(
@@ -59,6 +64,7 @@ class LanguageModel(nn.Module):
         lora: dict | None = None,
         gradient_checkpointing: bool = False,
         dtype: str = "float32",
+        init_bins_sinusoidal: bool = True,
     ) -> None:
         super().__init__()
         tokenizer_dir = resolve_local_path(tokenizer_path or path or "", "llm tokenizer")
@@ -66,12 +72,30 @@ class LanguageModel(nn.Module):
         self.vocab = TaskVocab(tokenizer, num_bins=num_bins, max_classes=max_classes)
         llm = build_causal_lm(path, config, dtype)
         llm.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+        if init_bins_sinusoidal:
+            self._init_bin_rows(llm)
         if gradient_checkpointing:
             llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.decoder = llm.get_decoder()  # the transformer without its LM head
+        dims = llm.config.hidden_size
+        self.class_query = nn.Linear(dims, dims)
+        self.class_key = nn.Linear(dims, dims)
         if lora is not None:
             llm = self._add_lora(llm, lora)
         self.llm = llm
+
+    @torch.no_grad()
+    def _init_bin_rows(self, llm: PreTrainedModel) -> None:
+        first, num_bins = self.vocab.first_id, self.vocab.num_bins  # bins are the first task tokens
+        dims = llm.config.hidden_size
+        position = (torch.arange(num_bins) + 0.5) / num_bins  # bin centres in [0, 1]
+        # geometric frequencies: the slowest spans the canvas once, the fastest tells single bins apart
+        frequencies = torch.logspace(math.log10(0.5), math.log10(num_bins / 2), dims // 2)
+        angles = 2 * math.pi * position[:, None] * frequencies  # (num_bins, dims/2)
+        encoding = torch.cat([angles.sin(), angles.cos()], 1)[:, :dims] * math.sqrt(2.0)  # unit variance
+        for layer in {id(m): m for m in (llm.get_input_embeddings(), llm.get_output_embeddings())}.values():
+            rows = layer.weight[first : first + num_bins]
+            rows.copy_(encoding * rows.float().std().clamp(min=1e-3))  # keep the rows' scale
 
     def _add_lora(self, llm: PreTrainedModel, lora: dict) -> nn.Module:
         from peft import LoraConfig, get_peft_model
@@ -103,8 +127,13 @@ class LanguageModel(nn.Module):
         )
         return out.last_hidden_state, out.cache
 
-    def task_logits(self, hidden: Tensor) -> Tensor:
-        """(…,D) hidden states -> (…,V_task) logits over the task tokens (local ids)."""
+    def task_logits(self, hidden: Tensor, class_keys: Tensor | None = None) -> Tensor:
+        """(P,D) hidden states -> (P,V_task) logits over the task tokens (local ids).
+
+        ``class_keys`` (n,D) are the hidden states at the instruction's ``<c0>…<c{n-1}>`` tokens: each
+        class reference's logit gains a pointer score (scaled dot product of the state with that
+        key), so ``<ck>`` is chosen by reading which class name the instruction bound to it.
+        """
         head = self.llm.get_output_embeddings()
         rows = slice(self.vocab.first_id, self.vocab.first_id + self.vocab.num_tokens)
         adapter = getattr(head, "token_adapter", None)  # peft trainable tokens: its delta *is* the task rows
@@ -113,4 +142,9 @@ class LanguageModel(nn.Module):
         else:
             weight = head.weight[rows]
         bias = head.bias[rows] if getattr(head, "bias", None) is not None else None
-        return F.linear(hidden.to(weight.dtype), weight, bias).float()
+        logits = F.linear(hidden.to(weight.dtype), weight, bias).float()
+        if class_keys is None or class_keys.shape[0] == 0:
+            return logits
+        pointer = self.class_query(hidden.float()) @ self.class_key(class_keys.float()).T  # (P,n)
+        columns = self.vocab.class_local_ids(class_keys.shape[0]).to(logits.device)
+        return logits.index_add(1, columns, pointer / math.sqrt(hidden.shape[-1]))

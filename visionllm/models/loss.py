@@ -41,10 +41,10 @@ class SlotLoss:
         self, class_logits: Tensor, class_targets: Tensor, bin_logits: Tensor, bin_targets: Tensor
     ) -> dict[str, Tensor]:
         """Args:
-            class_logits: (S, C+1) all slots of the batch; the last column is ``<noobj>``.
-            class_targets: (S,) class index, ``C`` (= noobj) for unmatched slots.
-            bin_logits: (P, num_bins) every location token of the matched slots.
-            bin_targets: (P,) their ground-truth bins.
+        class_logits: (S, C+1) all slots of the batch; the last column is ``<noobj>``.
+        class_targets: (S,) class index, ``C`` (= noobj) for unmatched slots.
+        bin_logits: (P, num_bins) every location token of the matched slots.
+        bin_targets: (P,) their ground-truth bins.
         """
         noobj = class_logits.shape[-1] - 1
         weights = torch.ones(noobj + 1, device=class_logits.device)

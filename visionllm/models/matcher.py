@@ -41,7 +41,9 @@ class HungarianMatcher:
             empty = torch.zeros(0, dtype=torch.long)
             return empty, empty
         class_cost = -class_probs[:, gt_classes]  # (N,G)
-        location_cost = torch.cdist(expected_bins.float(), gt_bins.float(), p=1) / (gt_bins.shape[1] * num_bins)
+        location_cost = torch.cdist(expected_bins.float(), gt_bins.float(), p=1) / (
+            gt_bins.shape[1] * num_bins
+        )
         cost = self.class_weight * class_cost + self.location_weight * location_cost
         slots, gts = linear_sum_assignment(cost.cpu().numpy())
         return torch.as_tensor(slots, dtype=torch.long), torch.as_tensor(gts, dtype=torch.long)

@@ -38,13 +38,19 @@ class TextEncoder(nn.Module):
     ) -> None:
         super().__init__()
         if (path is None) == (config is None):
-            raise ValueError("text_encoder: give exactly one of `path` (pretrained) or `config` (random init)")
+            raise ValueError(
+                "text_encoder: give exactly one of `path` (pretrained) or `config` (random init)"
+            )
         tokenizer_dir = resolve_local_path(path or tokenizer_path, "text_encoder tokenizer")
         self.tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir, local_files_only=True)
         if path is not None:
-            self.model = AutoModel.from_pretrained(resolve_local_path(path, "text_encoder.path"), local_files_only=True)
+            self.model = AutoModel.from_pretrained(
+                resolve_local_path(path, "text_encoder.path"), local_files_only=True
+            )
         else:
-            self.model = BertModel(BertConfig(vocab_size=len(self.tokenizer), **config), add_pooling_layer=False)
+            self.model = BertModel(
+                BertConfig(vocab_size=len(self.tokenizer), **config), add_pooling_layer=False
+            )
         self.max_length = max_length
         self.frozen = frozen
         if frozen:
@@ -59,5 +65,7 @@ class TextEncoder(nn.Module):
             texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
         ).to(device)
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
-            hidden = self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).last_hidden_state
+            hidden = self.model(
+                input_ids=batch.input_ids, attention_mask=batch.attention_mask
+            ).last_hidden_state
         return hidden, batch.attention_mask == 0

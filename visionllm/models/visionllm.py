@@ -112,12 +112,21 @@ class VisionLLM(BaseModel):
         return [self.vocab.image_id] * self.image_tokenizer.num_queries + text_ids
 
     def _query(self, task: Task, request: Request) -> LLMQuery:
-        return LLMQuery(task, request, self.prompt_ids(request))
+        prompt = self.prompt_ids(request)
+        classes = [self.vocab.class_id(k) for k in range(len(request.classes))]
+        missing = [f"<c{k}>" for k, c in enumerate(classes) if c not in prompt]
+        if missing:
+            raise ValueError(f"the instruction never writes {missing}: {request.text!r}")
+        return LLMQuery(task, request, prompt, [prompt.index(c) for c in classes])
 
     def _annotations(self, sample: DetDataSample) -> ImageAnnotations:
         gt = sample.gt_instances
         boxes = gt.bboxes.tensor if hasattr(gt.bboxes, "tensor") else gt.bboxes
-        polygons = [[np.asarray(p, dtype=np.float64) for p in parts] for parts in gt.masks.masks] if "masks" in gt else []
+        polygons = (
+            [[np.asarray(p, dtype=np.float64) for p in parts] for parts in gt.masks.masks]
+            if "masks" in gt
+            else []
+        )
         return ImageAnnotations(
             boxes=boxes.detach().cpu().numpy(),
             labels=gt.labels.cpu().numpy(),
@@ -156,7 +165,9 @@ class VisionLLM(BaseModel):
     # ------------------------------------------------------------------ train
     def loss(self, inputs: Tensor, data_samples: list[DetDataSample]) -> dict[str, Tensor]:
         """Sample an instruction per image, then score the enabled decoders against its targets."""
-        rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, ()).item()))  # follows the seeded torch RNG
+        rng = np.random.default_rng(
+            int(torch.randint(0, 2**31 - 1, ()).item())
+        )  # follows the seeded torch RNG
         queries, targets = [], []
         for sample in data_samples:
             annotations = self._annotations(sample)
@@ -176,14 +187,19 @@ class VisionLLM(BaseModel):
         vocab = self.vocab
         noobj = vocab.to_local(vocab.noobj_id)
         class_logits, class_targets, bin_logits, bin_targets = [], [], [], []
-        for q, target, logits in zip(queries, targets, parallel_slot_logits(self.llm, visual, queries, self.slot_embed)):
+        for q, target, logits in zip(
+            queries, targets, parallel_slot_logits(self.llm, visual, queries, self.slot_embed)
+        ):
             n = len(q.request.classes)
             class_ids = vocab.class_local_ids(n)
             # (N, n+1): the request's class references, then <noobj>
             cls = logits[:, 0, torch.cat([class_ids, class_ids.new_tensor([noobj])])]
             bins = logits[:, 1:, vocab.bin_local_ids()]  # (N, L-1, num_bins)
             slots, gts = self.matcher(
-                cls.softmax(-1)[:, :n].detach(), expected_bins(bins.detach()), target.class_index, target.bins,
+                cls.softmax(-1)[:, :n].detach(),
+                expected_bins(bins.detach()),
+                target.class_index,
+                target.bins,
                 vocab.num_bins,
             )
             labels = torch.full((cls.shape[0],), n, dtype=torch.long, device=cls.device)
@@ -195,7 +211,9 @@ class VisionLLM(BaseModel):
             bin_targets.append(target.bins[gts].to(cls.device).flatten())
         width = max(c.shape[1] for c in class_logits)
         padded = [self._pad_classes(c, width) for c in class_logits]
-        targets_padded = [torch.where(t == c.shape[1] - 1, width - 1, t) for t, c in zip(class_targets, class_logits)]
+        targets_padded = [
+            torch.where(t == c.shape[1] - 1, width - 1, t) for t, c in zip(class_targets, class_logits)
+        ]
         return self.slot_loss(
             torch.cat(padded), torch.cat(targets_padded), torch.cat(bin_logits), torch.cat(bin_targets)
         )
@@ -215,17 +233,23 @@ class VisionLLM(BaseModel):
         embeds, mask, positions = embed_batch(self.llm, visual, sequences)
         hidden, _ = self.llm(embeds, mask, positions)
         length = hidden.shape[1]
-        states, legal, labels = [], [], []
-        for i, (q, answer) in enumerate(zip(queries, answers)):
+        logits, legal, labels = [], [], []
+        for i, (q, answer, seq) in enumerate(zip(queries, answers, sequences)):
             # the answer's k-th token is predicted from the position before it
-            states.append(hidden[i, length - len(answer) - 1 : length - 1])
+            states = hidden[i, length - len(answer) - 1 : length - 1]
+            logits.append(self.llm.task_logits(states, q.class_keys(hidden[i], embeds[i], length - len(seq))))
             n = len(q.request.classes)
             step = q.task.object_length
-            legal.append(torch.stack([self.grammar.mask(q.task, k % step, n, False) for k in range(len(answer))]))
+            legal.append(
+                torch.stack([self.grammar.mask(q.task, k % step, n, False) for k in range(len(answer))])
+            )
             labels.append(torch.as_tensor(self.vocab.to_local(answer)))
-        logits = self.llm.task_logits(torch.cat(states))
+        logits = torch.cat(logits)
         return sequence_loss(
-            logits, torch.cat(legal).to(logits.device), torch.cat(labels).to(logits.device), self.sequence_loss_weight
+            logits,
+            torch.cat(legal).to(logits.device),
+            torch.cat(labels).to(logits.device),
+            self.sequence_loss_weight,
         )
 
     # ---------------------------------------------------------------- predict
@@ -252,7 +276,9 @@ class VisionLLM(BaseModel):
             sample.pred_instances = self._to_instances(q.task, parsed.objects, q.request, sample)
         return data_samples
 
-    def _to_instances(self, task: Task, objects: list, request: Request, sample: DetDataSample) -> InstanceData:
+    def _to_instances(
+        self, task: Task, objects: list, request: Request, sample: DetDataSample
+    ) -> InstanceData:
         """Objects in model-input pixels -> mmdet ``pred_instances`` in original-image pixels.
 
         The task's COCO conversion does the rescaling, clipping and polygon-to-RLE work; it is asked
@@ -261,7 +287,10 @@ class VisionLLM(BaseModel):
         label_of = {name: i for i, name in enumerate(self.class_names or [])}
         labels = [label_of.get(name, -1) for name in request.classes]
         results = task.to_coco(
-            objects, sample.metainfo.get("img_id", 0), labels, sample.metainfo.get("scale_factor", (1.0, 1.0)),
+            objects,
+            sample.metainfo.get("img_id", 0),
+            labels,
+            sample.metainfo.get("scale_factor", (1.0, 1.0)),
             sample.metainfo["ori_shape"],
         )
         instances = InstanceData()

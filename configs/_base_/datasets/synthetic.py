@@ -14,16 +14,27 @@ train_pipeline = [
     dict(type="Pad", size=(image_size, image_size), pad_val=dict(img=(114, 114, 114))),
     dict(
         type="PackDetInputs",
-        meta_keys=("img_id", "img_path", "ori_shape", "img_shape", "pad_shape", "scale_factor", "flip",
-                   "flip_direction", "instance_attributes"),
+        meta_keys=(
+            "img_id",
+            "img_path",
+            "ori_shape",
+            "img_shape",
+            "pad_shape",
+            "scale_factor",
+            "flip",
+            "flip_direction",
+            "instance_attributes",
+        ),
     ),
 ]
 test_pipeline = [
     dict(type="LoadImageRGB"),
     dict(type="Resize", scale=(image_size, image_size), keep_ratio=True),
     dict(type="Pad", size=(image_size, image_size), pad_val=dict(img=(114, 114, 114))),
-    dict(type="PackDetInputs", meta_keys=("img_id", "img_path", "ori_shape", "img_shape", "pad_shape",
-                                          "scale_factor")),
+    dict(
+        type="PackDetInputs",
+        meta_keys=("img_id", "img_path", "ori_shape", "img_shape", "pad_shape", "scale_factor"),
+    ),
 ]
 
 train_dataloader = dict(
@@ -56,5 +67,7 @@ val_dataloader = dict(
     ),
 )
 test_dataloader = val_dataloader
-val_evaluator = dict(type="CocoMetric", ann_file=data_root + "annotations/instances_val.json", metric=["bbox", "segm"])
+val_evaluator = dict(
+    type="CocoMetric", ann_file=data_root + "annotations/instances_val.json", metric=["bbox", "segm"]
+)
 test_evaluator = val_evaluator

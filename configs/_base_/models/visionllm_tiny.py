@@ -10,7 +10,9 @@ model = dict(
     ),
     image_tokenizer=dict(
         # a slim ResNet-18 (1/4 of the standard widths): any timm model name and kwargs work here
-        backbone=dict(model_name="resnet18", out_indices=(2, 3, 4), channels=(16, 32, 64, 128), stem_width=16),
+        backbone=dict(
+            model_name="resnet18", out_indices=(2, 3, 4), channels=(16, 32, 64, 128), stem_width=16
+        ),
         text_encoder=dict(
             config=dict(hidden_size=64, num_hidden_layers=1, num_attention_heads=2, intermediate_size=128)
         ),
