@@ -4,18 +4,38 @@ Build anything with ``MODELS.build(cfg)``; a ``type`` that VisionLLM does not re
 mmdet (and from there in mmengine), so ``type='DetDataPreprocessor'`` or ``type='PackDetInputs'`` work.
 """
 
-from mmdet.registry import DATASETS as MMDET_DATASETS
-from mmdet.registry import HOOKS as MMDET_HOOKS
-from mmdet.registry import METRICS as MMDET_METRICS
-from mmdet.registry import MODELS as MMDET_MODELS
-from mmdet.registry import TRANSFORMS as MMDET_TRANSFORMS
+from mmdet import registry as mmdet_registry
 from mmengine.registry import Registry
 
-MODELS = Registry("model", parent=MMDET_MODELS, scope="visionllm", locations=["visionllm.models"])
-DATASETS = Registry("dataset", parent=MMDET_DATASETS, scope="visionllm", locations=["visionllm.data"])
-TRANSFORMS = Registry("transform", parent=MMDET_TRANSFORMS, scope="visionllm", locations=["visionllm.data"])
-METRICS = Registry("metric", parent=MMDET_METRICS, scope="visionllm", locations=["visionllm.evaluation"])
-HOOKS = Registry("hook", parent=MMDET_HOOKS, scope="visionllm", locations=["visionllm.engine"])
+
+def _child(name: str, location: str | None = None) -> Registry:
+    """A ``visionllm``-scoped child of mmdet's registry of the same name."""
+    parent = getattr(mmdet_registry, name)
+    return Registry(parent.name, parent=parent, scope="visionllm", locations=[location] if location else [])
+
+
+# Registries VisionLLM adds components to
+MODELS = _child("MODELS", "visionllm.models")
+DATASETS = _child("DATASETS", "visionllm.data")
+TRANSFORMS = _child("TRANSFORMS", "visionllm.data")
+METRICS = _child("METRICS", "visionllm.evaluation")
+HOOKS = _child("HOOKS", "visionllm.engine")
+# The rest exist so that a config with ``default_scope='visionllm'`` finds mmdet's components too
+RUNNERS = _child("RUNNERS")
+RUNNER_CONSTRUCTORS = _child("RUNNER_CONSTRUCTORS")
+LOOPS = _child("LOOPS")
+DATA_SAMPLERS = _child("DATA_SAMPLERS")
+MODEL_WRAPPERS = _child("MODEL_WRAPPERS")
+WEIGHT_INITIALIZERS = _child("WEIGHT_INITIALIZERS")
+OPTIMIZERS = _child("OPTIMIZERS")
+OPTIM_WRAPPERS = _child("OPTIM_WRAPPERS")
+OPTIM_WRAPPER_CONSTRUCTORS = _child("OPTIM_WRAPPER_CONSTRUCTORS")
+PARAM_SCHEDULERS = _child("PARAM_SCHEDULERS")
+EVALUATOR = _child("EVALUATOR")
+TASK_UTILS = _child("TASK_UTILS")
+VISUALIZERS = _child("VISUALIZERS")
+VISBACKENDS = _child("VISBACKENDS")
+LOG_PROCESSORS = _child("LOG_PROCESSORS")
 
 
 def register_all_modules(init_default_scope: bool = True) -> None:

@@ -2,6 +2,12 @@
 default_scope = "visionllm"
 custom_imports = dict(
     imports=[
+        # mmdet's components (registries are looked up parent-ward, but filled only on import)
+        "mmdet.datasets",
+        "mmdet.engine",
+        "mmdet.evaluation",
+        "mmdet.models",
+        "mmdet.visualization",
         "visionllm.models",
         "visionllm.data.coco",
         "visionllm.data.loading",

@@ -76,13 +76,17 @@ class LanguageModel(nn.Module):
             self._init_bin_rows(llm)
         if gradient_checkpointing:
             llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        self.decoder = llm.get_decoder()  # the transformer without its LM head
         dims = llm.config.hidden_size
         self.class_query = nn.Linear(dims, dims)
         self.class_key = nn.Linear(dims, dims)
         if lora is not None:
             llm = self._add_lora(llm, lora)
         self.llm = llm
+
+    @property
+    def decoder(self) -> nn.Module:
+        """The transformer without its LM head (through any peft wrapper)."""
+        return self.llm.get_decoder()
 
     @torch.no_grad()
     def _init_bin_rows(self, llm: PreTrainedModel) -> None:
