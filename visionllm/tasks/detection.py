@@ -5,7 +5,7 @@ bin when encoded, so every target box parses back (x2 bin > x1 bin, y2 bin > y1 
 
 Training class lists (``sample_request``), drawn so the model has to read the list:
 
-* with probability ``FULL_LIST_PROB`` (if the dataset's classes fit the vocabulary): every dataset
+* with probability ``full_list_prob`` (a task option, default ``FULL_LIST_PROB``; if the dataset's classes fit the vocabulary): every dataset
   class, in dataset order half of the time (the evaluation instruction) and shuffled otherwise;
 * otherwise a subset: each class present in the image is kept with probability
   ``KEEP_PRESENT_PROB``, plus a uniform number (0 to all) of absent classes; the subset is shuffled,
@@ -20,6 +20,7 @@ from typing import ClassVar
 import numpy as np
 
 from visionllm.tasks.base import Geometry, ImageAnnotations, Request, Task
+from visionllm.vocab import TaskVocab
 
 FULL_LIST_PROB = 0.2
 DATASET_ORDER_PROB = 0.5
@@ -27,11 +28,15 @@ KEEP_PRESENT_PROB = 0.7
 
 
 def sample_class_list(
-    dataset_classes: Sequence[str], present_labels: Sequence[int], max_classes: int, rng: np.random.Generator
+    dataset_classes: Sequence[str],
+    present_labels: Sequence[int],
+    max_classes: int,
+    rng: np.random.Generator,
+    full_list_prob: float = FULL_LIST_PROB,
 ) -> list[str]:
     """A random training class list (see the module docstring for the distribution)."""
     num_classes = len(dataset_classes)
-    if num_classes <= max_classes and rng.random() < FULL_LIST_PROB:
+    if num_classes <= max_classes and rng.random() < full_list_prob:
         order = np.arange(num_classes) if rng.random() < DATASET_ORDER_PROB else rng.permutation(num_classes)
         return [dataset_classes[i] for i in order]
     present = sorted(set(int(label) for label in present_labels))
@@ -65,6 +70,12 @@ class DetectionTask(Task):
     answer_format = "Answer with the class <cls> and box <x1> <y1> <x2> <y2> of each object."
     example_instruction = "Find all the cups, knives and people; give class and box"
 
+    def __init__(self, vocab: TaskVocab, full_list_prob: float = FULL_LIST_PROB) -> None:
+        super().__init__(vocab)
+        if not 0.0 <= full_list_prob <= 1.0:
+            raise ValueError(f"full_list_prob must be in [0, 1], got {full_list_prob}")
+        self.full_list_prob = full_list_prob
+
     @property
     def format_tokens(self) -> list[str]:
         return ["<cls>", "<x1>", "<y1>", "<x2>", "<y2>"]
@@ -72,7 +83,9 @@ class DetectionTask(Task):
     def sample_request(
         self, dataset_classes: Sequence[str], annotations: ImageAnnotations, rng: np.random.Generator
     ) -> Request:
-        classes = sample_class_list(dataset_classes, annotations.labels, self.vocab.max_classes, rng)
+        classes = sample_class_list(
+            dataset_classes, annotations.labels, self.vocab.max_classes, rng, self.full_list_prob
+        )
         return self.build_request(classes, template_index=int(rng.integers(len(self.templates))))
 
     def select_instances(

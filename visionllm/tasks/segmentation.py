@@ -22,7 +22,7 @@ from typing import ClassVar
 import numpy as np
 
 from visionllm.tasks.base import Geometry, ImageAnnotations
-from visionllm.tasks.detection import DetectionTask
+from visionllm.tasks.detection import FULL_LIST_PROB, DetectionTask
 from visionllm.vocab import TaskVocab
 
 DEFAULT_NUM_POINTS = 16
@@ -81,8 +81,10 @@ class SegmentationTask(DetectionTask):
     answer_format = "Answer with the class <cls> and polygon <poly> of each object, as points <px> <py>."
     example_instruction = "segment every dog"
 
-    def __init__(self, vocab: TaskVocab, num_points: int = DEFAULT_NUM_POINTS) -> None:
-        super().__init__(vocab)
+    def __init__(
+        self, vocab: TaskVocab, num_points: int = DEFAULT_NUM_POINTS, full_list_prob: float = FULL_LIST_PROB
+    ) -> None:
+        super().__init__(vocab, full_list_prob)
         if num_points < 3:
             raise ValueError(f"a polygon needs at least 3 points, got num_points={num_points}")
         self.num_points = num_points
