@@ -38,7 +38,10 @@ def main() -> None:
     if args.decode:
         cfg.model.decode_mode = args.decode
     if args.out:
-        cfg.test_evaluator = [cfg.test_evaluator, dict(type="DumpCocoResults", out_file=args.out)]
+        evaluators = cfg.test_evaluator if isinstance(cfg.test_evaluator, list) else [cfg.test_evaluator]
+        # the COCO metric's annotation file gives the category ids (label indices without one)
+        ann_file = next((e["ann_file"] for e in evaluators if e.get("ann_file")), None)
+        cfg.test_evaluator = [*evaluators, dict(type="DumpCocoResults", out_file=args.out, ann_file=ann_file)]
     if args.show_dir:
         cfg.default_hooks.visualization.update(draw=True, test_out_dir=args.show_dir)
     cfg.train_dataloader, cfg.train_cfg, cfg.optim_wrapper, cfg.param_scheduler = None, None, None, None

@@ -4,8 +4,10 @@
 - In configs, use mmdet's ``CocoMetric`` as is: its ``pred_instances.masks`` may be a mask tensor or a list
   of COCO RLE dicts (one per instance), so task decoders that predict polygons turn them into RLE with
   :func:`polygons_to_rle` and need no metric of their own.
+- :class:`DumpCocoResults` (``tools/test.py --out``): writes the test predictions as a COCO results file.
 """
 
 from visionllm.evaluation.coco_eval import STAT_NAMES, evaluate_coco, format_stats_table, polygons_to_rle
+from visionllm.evaluation.dump import DumpCocoResults
 
-__all__ = ["STAT_NAMES", "evaluate_coco", "format_stats_table", "polygons_to_rle"]
+__all__ = ["STAT_NAMES", "DumpCocoResults", "evaluate_coco", "format_stats_table", "polygons_to_rle"]

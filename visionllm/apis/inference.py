@@ -1,0 +1,265 @@
+"""Run a trained VisionLLM on images: :class:`Predictor` turns images and an instruction into
+:class:`Prediction` objects in original-image pixels.
+
+    predictor = Predictor.from_checkpoint("configs/visionllm_tiny_synthetic.py", "iter_2000.pth")
+    [prediction] = predictor.predict("kitchen.jpg", "find all the cups and knives")
+    for obj in prediction.objects:
+        print(obj.class_name, obj.score, obj.box)
+
+Images go through the config's test pipeline with its file loader swapped for mmdet's
+``LoadImageFromNDArray``: every input is decoded to RGB pixels first (files the way ``LoadImageRGB``
+reads them), so a path, a PIL image and an RGB array of the same picture give the same predictions.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Union
+
+import cv2
+import numpy as np
+import torch
+from mmdet.structures import DetDataSample
+from mmdet.utils import get_test_pipeline_cfg
+from mmdet.utils.misc import IMG_EXTENSIONS
+from mmengine.config import Config
+from mmengine.dataset import Compose, pseudo_collate
+from mmengine.runner import load_checkpoint
+from PIL import Image, ImageOps
+from pycocotools import mask as mask_utils
+
+from visionllm.data.loading import read_rgb
+from visionllm.evaluation.dump import coco_result
+from visionllm.instructions import resolve_instruction
+from visionllm.models.visionllm import VisionLLM
+from visionllm.registry import MODELS, TRANSFORMS, register_all_modules
+from visionllm.tasks.base import Request
+
+#: A path (str or PathLike), a PIL image, or an (H, W, 3) uint8 RGB array.
+ImageInput = Union[str, os.PathLike, Image.Image, np.ndarray]
+#: File loaders that the array loader can stand in for (both give BGR unless told otherwise).
+_FILE_LOADERS = ("LoadImageRGB", "LoadImageFromFile", "mmdet.LoadImageFromFile")
+
+
+@dataclass
+class ObjectPrediction:
+    """One predicted object in original-image pixels.
+
+    ``label`` is the index of ``class_name`` in the model's class list, -1 for a class outside it (an
+    open-vocabulary name or a grounding phrase). ``mask`` is a COCO RLE (segmentation requests only).
+    """
+
+    class_name: str
+    score: float
+    box: tuple[float, float, float, float]  # x1, y1, x2, y2
+    label: int
+    mask: dict | None = None
+
+    @property
+    def polygons(self) -> list[list[float]]:
+        """The mask's outer contours as COCO polygons (flat x, y, ... in pixels); [] without a mask."""
+        if self.mask is None:
+            return []
+        contours, _ = cv2.findContours(
+            mask_utils.decode(self.mask), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE
+        )
+        return [contour.reshape(-1).astype(float).tolist() for contour in contours if len(contour) >= 3]
+
+
+@dataclass
+class Prediction:
+    """What the model found in one image for one request.
+
+    ``file_name`` is the image's path (None for in-memory images); ``dropped_tokens`` counts what the
+    answer's parser threw away, by reason (see ``visionllm.tasks.base``).
+    """
+
+    file_name: str | None
+    height: int
+    width: int
+    request: Request
+    decode_mode: str
+    objects: list[ObjectPrediction] = field(default_factory=list)
+    dropped_tokens: dict[str, int] = field(default_factory=dict)
+
+    def to_coco(self, image_id: int, category_ids: Mapping[str, int] | None = None) -> list[dict]:
+        """COCO result entries (``image_id``, ``category_name``, ``bbox`` xywh, ``score``, and RLE
+        ``segmentation`` when there is a mask). With ``category_ids`` (class name -> COCO id) each
+        entry also gets its ``category_id``, and objects of a class without an id are left out."""
+        entries = []
+        for obj in self.objects:
+            fields: dict = {"category_name": obj.class_name}
+            if category_ids is not None:
+                if obj.class_name not in category_ids:
+                    continue
+                fields["category_id"] = int(category_ids[obj.class_name])
+            entries.append(coco_result(image_id, obj.box, obj.score, obj.mask, **fields))
+        return entries
+
+
+def list_images(images: ImageInput | Sequence[ImageInput]) -> list[ImageInput]:
+    """One input or a list of them -> a flat list, each folder replaced by its image files (sorted)."""
+    if isinstance(images, (str, os.PathLike, Image.Image, np.ndarray)):
+        images = [images]
+    found: list[ImageInput] = []
+    for image in images:
+        if isinstance(image, (str, os.PathLike)) and Path(image).is_dir():
+            files = sorted(p for p in Path(image).iterdir() if p.suffix.lower() in IMG_EXTENSIONS)
+            if not files:
+                raise ValueError(f"no image files ({' '.join(IMG_EXTENSIONS)}) in the folder {image}")
+            found.extend(str(p) for p in files)
+        else:
+            found.append(image)
+    return found
+
+
+def load_rgb(image: ImageInput) -> np.ndarray:
+    """An image as (H, W, 3) uint8 RGB pixels: files are read as ``LoadImageRGB`` reads them, PIL
+    images are turned upright per their EXIF orientation, arrays are taken as RGB."""
+    if isinstance(image, (str, os.PathLike)):
+        return read_rgb(str(image))
+    if isinstance(image, Image.Image):
+        return np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
+    if isinstance(image, np.ndarray):
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(f"an image array must be (H, W, 3) uint8 RGB, got {image.shape} {image.dtype}")
+        return image
+    raise TypeError(f"expected a path, a PIL image or an RGB array, got {type(image).__name__}")
+
+
+class Predictor:
+    """A VisionLLM and its config's test pipeline, ready to answer instructions about images.
+
+    Args:
+        model: the model, with ``class_names`` set (they resolve "detect everything" and give labels).
+        cfg: the config whose test pipeline prepares the images.
+    """
+
+    def __init__(self, model: VisionLLM, cfg: Config) -> None:
+        register_all_modules()  # the pipeline's transforms are looked up in the visionllm scope
+        self.model = model.eval()
+        steps = copy.deepcopy(get_test_pipeline_cfg(cfg))
+        loader = steps[0]
+        if loader["type"] not in _FILE_LOADERS:
+            raise ValueError(
+                f"the test pipeline must start with one of {_FILE_LOADERS}, not {loader['type']}"
+            )
+        self.channel_order = loader.get("channel_order", "bgr")
+        steps[0] = dict(type="LoadImageFromNDArray", to_float32=loader.get("to_float32", False))
+        self.pipeline = Compose([TRANSFORMS.build(step) for step in steps])
+
+    @classmethod
+    def from_checkpoint(
+        cls, config: str | os.PathLike | Config, checkpoint: str | os.PathLike, device: str = "cpu"
+    ) -> Predictor:
+        """Build the config's model, load an mmengine checkpoint into it and take its class names
+        from the checkpoint's ``meta.dataset_meta.classes`` (mmengine saves the dataset's there)."""
+        cfg = config if isinstance(config, Config) else Config.fromfile(str(config))
+        register_all_modules()
+        model = MODELS.build(cfg.model)
+        loaded = load_checkpoint(model, str(checkpoint), map_location="cpu", strict=True, logger="silent")
+        classes = loaded.get("meta", {}).get("dataset_meta", {}).get("classes")
+        if classes:
+            model.class_names = list(classes)
+        return cls(model.to(device), cfg)
+
+    def resolve(
+        self,
+        instruction: str | None = None,
+        *,
+        task: str | None = None,
+        classes: Sequence[str] | None = None,
+        phrase: str | None = None,
+    ) -> Request:
+        """The request an instruction and/or explicit arguments make (see ``resolve_instruction``).
+        Without either, the model's evaluation task over all its classes (grounding with a phrase).
+        Raises ValueError for an instruction that names no supported task or one the model lacks."""
+        if instruction is None and task is None:
+            task = "ground" if phrase else self.model.eval_task
+        request = resolve_instruction(
+            instruction, task=task, classes=classes, phrase=phrase, known_classes=self.model.class_names
+        )
+        if request.task not in self.model.tasks:
+            raise ValueError(
+                f"the instruction asks for the task {request.task!r}, "
+                f"but this model was trained for {sorted(self.model.tasks)}"
+            )
+        return request
+
+    def predict(
+        self,
+        images: ImageInput | Sequence[ImageInput],
+        instruction: str | Request | None = None,
+        *,
+        task: str | None = None,
+        classes: Sequence[str] | None = None,
+        phrase: str | None = None,
+        decode: str | None = None,
+        score_thr: float = 0.0,
+        batch_size: int = 1,
+    ) -> list[Prediction]:
+        """One :class:`Prediction` per image (folders expand to their images), for one request.
+
+        ``instruction`` is free-form text or an already resolved :class:`Request`; ``task``,
+        ``classes`` and ``phrase`` override what the text says. ``decode`` is ``'parallel'`` or
+        ``'autoregressive'`` (default: the model's). Objects scoring below ``score_thr`` are left out.
+        """
+        request = (
+            instruction
+            if isinstance(instruction, Request)
+            else self.resolve(instruction, task=task, classes=classes, phrase=phrase)
+        )
+        decode_mode = decode or self.model.decode_mode
+        inputs = list_images(images)
+        predictions = []
+        for start in range(0, len(inputs), batch_size):
+            batch = inputs[start : start + batch_size]
+            packed = [self._prepare(image, request, decode_mode) for image in batch]
+            with torch.no_grad():
+                samples = self.model.test_step(pseudo_collate(packed))
+            for image, sample in zip(batch, samples):
+                file_name = str(image) if isinstance(image, (str, os.PathLike)) else None
+                predictions.append(_prediction(sample, file_name, decode_mode, score_thr))
+        return predictions
+
+    def _prepare(self, image: ImageInput, request: Request, decode_mode: str) -> dict:
+        """The test pipeline's packed inputs for one image, carrying the request and decoder."""
+        pixels = load_rgb(image)
+        if self.channel_order == "bgr":
+            pixels = np.ascontiguousarray(pixels[..., ::-1])
+        packed = self.pipeline(dict(img=pixels, img_id=0))
+        packed["data_samples"].set_metainfo(dict(request=request, decode_mode=decode_mode))
+        return packed
+
+
+def _prediction(
+    sample: DetDataSample, file_name: str | None, decode_mode: str, score_thr: float
+) -> Prediction:
+    """A predicted data sample -> :class:`Prediction`, without the objects below ``score_thr``."""
+    instances = sample.pred_instances
+    masks = instances.masks if "masks" in instances else [None] * len(instances)
+    objects = [
+        ObjectPrediction(name, score, tuple(box), label, mask)
+        for name, score, box, label, mask in zip(
+            instances.class_names,
+            instances.scores.tolist(),
+            instances.bboxes.tolist(),
+            instances.labels.tolist(),
+            masks,
+        )
+        if score >= score_thr
+    ]
+    height, width = sample.metainfo["ori_shape"]
+    return Prediction(
+        file_name=file_name,
+        height=int(height),
+        width=int(width),
+        request=sample.metainfo["request"],
+        decode_mode=decode_mode,
+        objects=objects,
+        dropped_tokens=dict(sample.metainfo["dropped_tokens"]),
+    )
