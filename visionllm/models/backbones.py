@@ -33,7 +33,7 @@ class TimmBackbone(nn.Module):
         self.out_channels: list[int] = self.model.feature_info.channels()
         self.channels_last_output = getattr(self.model, "output_fmt", "NCHW") == "NHWC"
         if checkpoint is not None:
-            self.model.load_state_dict(load_state_dict(checkpoint), strict=True)
+            self.model.load_state_dict(load_state_dict(checkpoint, "backbone.checkpoint"), strict=True)
 
     def forward(self, images: Tensor) -> list[Tensor]:
         feats = self.model(images)
@@ -42,11 +42,12 @@ class TimmBackbone(nn.Module):
         return feats
 
 
-def load_state_dict(path: str | Path) -> dict[str, Tensor]:
-    """Load a local state dict; a missing file is a clear error, never a download."""
+def load_state_dict(path: str | Path, what: str = "checkpoint") -> dict[str, Tensor]:
+    """Load a local state dict; a missing file is a clear error naming ``what`` (the config key), never
+    a download."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint '{path}' does not exist")
+        raise FileNotFoundError(f"{what}: '{path}' is not a local file (weights are never downloaded)")
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 

@@ -67,7 +67,11 @@ class LanguageModel(nn.Module):
         init_bins_sinusoidal: bool = True,
     ) -> None:
         super().__init__()
-        tokenizer_dir = resolve_local_path(tokenizer_path or path or "", "llm tokenizer")
+        if path is None and tokenizer_path is None:
+            raise ValueError("llm: set `path` (a local model directory) or `tokenizer_path`")
+        tokenizer_dir = resolve_local_path(
+            tokenizer_path or path, "llm.tokenizer_path" if tokenizer_path else "llm.path"
+        )
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir, local_files_only=True)
         self.vocab = TaskVocab(tokenizer, num_bins=num_bins, max_classes=max_classes)
         llm = build_causal_lm(path, config, dtype)
@@ -99,7 +103,8 @@ class LanguageModel(nn.Module):
         encoding = torch.cat([angles.sin(), angles.cos()], 1)[:, :dims] * math.sqrt(2.0)  # unit variance
         for layer in {id(m): m for m in (llm.get_input_embeddings(), llm.get_output_embeddings())}.values():
             rows = layer.weight[first : first + num_bins]
-            rows.copy_(encoding * rows.float().std().clamp(min=1e-3))  # keep the rows' scale
+            # keep the rows' scale; on the rows' device, which is meta when built empty (accelerate)
+            rows.copy_(encoding.to(rows.device) * rows.float().std().clamp(min=1e-3))
 
     def _add_lora(self, llm: PreTrainedModel, lora: dict) -> nn.Module:
         from peft import LoraConfig, get_peft_model

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 from torch import Tensor, nn
-from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel
+from transformers import AutoConfig, AutoModel, AutoTokenizer, BertConfig, BertModel
 
 from visionllm.pretrained import minilm_dir
 
@@ -23,7 +23,8 @@ class TextEncoder(nn.Module):
     """Encodes instructions to token features ``(B,L,H)`` and a padding mask ``(B,L)`` (True = pad).
 
     ``path`` loads pretrained weights from a local directory (``'minilm'`` = the packaged MiniLM);
-    ``config`` instead builds a randomly initialised BERT (tiny test configs). The tokenizer comes from
+    ``config`` instead builds a randomly initialised BERT (tiny test configs), or, when it names a
+    ``model_type`` (a whole transformers config), that architecture. The tokenizer comes from
     ``tokenizer_path`` or ``path``. It reads plain words: callers pass
     ``Request.plain_text`` (the instruction without task tokens such as ``<c0>``).
     """
@@ -41,12 +42,16 @@ class TextEncoder(nn.Module):
             raise ValueError(
                 "text_encoder: give exactly one of `path` (pretrained) or `config` (random init)"
             )
-        tokenizer_dir = resolve_local_path(path or tokenizer_path, "text_encoder tokenizer")
+        tokenizer_dir = resolve_local_path(
+            path or tokenizer_path, "text_encoder.path" if path else "text_encoder.tokenizer_path"
+        )
         self.tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir, local_files_only=True)
         if path is not None:
             self.model = AutoModel.from_pretrained(
                 resolve_local_path(path, "text_encoder.path"), local_files_only=True
             )
+        elif "model_type" in config:  # a whole transformers config, e.g. the one save_pretrained stores
+            self.model = AutoModel.from_config(AutoConfig.for_model(**config))
         else:
             self.model = BertModel(
                 BertConfig(vocab_size=len(self.tokenizer), **config), add_pooling_layer=False

@@ -33,6 +33,7 @@ from visionllm.models.image_tokenizer import LanguageGuidedImageTokenizer
 from visionllm.models.llm import LanguageModel
 from visionllm.models.loss import SlotLoss, expected_bins, sequence_loss
 from visionllm.models.matcher import HungarianMatcher
+from visionllm.models.serialization import PretrainedMixin, init_kwargs
 from visionllm.registry import MODELS
 from visionllm.tasks import build_task
 from visionllm.tasks.base import ImageAnnotations, Request, Task
@@ -41,7 +42,7 @@ DECODE_MODES = ("parallel", "autoregressive")
 
 
 @MODELS.register_module()
-class VisionLLM(BaseModel):
+class VisionLLM(PretrainedMixin, BaseModel):
     """The generalist model. See the module docstring for the data flow.
 
     Args:
@@ -75,6 +76,7 @@ class VisionLLM(BaseModel):
         init_cfg: dict | None = None,
     ) -> None:
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
+        self.init_config = init_kwargs(locals())  # saved by save_pretrained (config.json)
         for mode in (*train_modes, decode_mode):
             if mode not in DECODE_MODES:
                 raise ValueError(f"decode mode '{mode}' is not one of {DECODE_MODES}")
