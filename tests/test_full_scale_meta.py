@@ -113,7 +113,8 @@ def test_full_scale_model_builds_on_meta_with_the_expected_parameter_counts(name
     assert model.vocab.num_tokens == task_rows and decoder.config.vocab_size == vocab_size
     lora = LAYERS * 4 * 2 * LORA_RANK * HIDDEN  # A (r x h) and B (h x r) on q, k, v, o
     trainable_tokens = 2 * task_rows * HIDDEN  # task rows of the input embedding and the LM head
-    pointer = 2 * (HIDDEN * HIDDEN + HIDDEN)  # class query / key projections
+    pointer_dims = min(HIDDEN, 256)
+    pointer = 2 * (HIDDEN * pointer_dims + pointer_dims)  # class query / key projections
     new_modules = pointer + NUM_SLOTS * HIDDEN + adapter_params(channels)
 
     backbone = sum(p.numel() for n, p in params.items() if n.startswith("image_tokenizer.backbone."))

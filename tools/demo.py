@@ -12,9 +12,9 @@ import argparse
 import json
 from pathlib import Path
 
-import visionllm  # noqa: F401  (platform fixes first)
 from mmengine.runner import Runner
 
+import visionllm  # noqa: F401  (platform fixes first)
 from visionllm.engine.launch import DictAction, load_config, prepare_synthetic_data
 
 METRIC_NAMES = ("mAP", "mAP_50", "mAP_75", "mAP_s", "mAP_m", "mAP_l")
@@ -32,7 +32,9 @@ def metrics_table(metrics: dict[str, float]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--config", default="configs/visionllm_tiny_synthetic.py")
     parser.add_argument("--work-dir", default="work_dirs/demo")
     parser.add_argument("--instruction", default="Find all the stars and circles; give class and box")

@@ -81,8 +81,9 @@ class LanguageModel(nn.Module):
         if gradient_checkpointing:
             llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         dims = llm.config.hidden_size
-        self.class_query = nn.Linear(dims, dims)
-        self.class_key = nn.Linear(dims, dims)
+        pointer_dims = min(dims, 256)  # a matching space, not a model width: keeps 7B heads small
+        self.class_query = nn.Linear(dims, pointer_dims)
+        self.class_key = nn.Linear(dims, pointer_dims)
         if lora is not None:
             llm = self._add_lora(llm, lora)
         self.llm = llm
@@ -139,9 +140,9 @@ class LanguageModel(nn.Module):
     def task_logits(self, hidden: Tensor, class_keys: Tensor | None = None) -> Tensor:
         """(P,D) hidden states -> (P,V_task) logits over the task tokens (local ids).
 
-        ``class_keys`` (n,D) are the hidden states at the instruction's ``<c0>…<c{n-1}>`` tokens: each
-        class reference's logit gains a pointer score (scaled dot product of the state with that
-        key), so ``<ck>`` is chosen by reading which class name the instruction bound to it.
+        ``class_keys`` (n,D) describe the instruction's ``<c0>…<c{n-1}>`` (``LLMQuery.class_keys``):
+        each class reference's logit gains a pointer score (scaled dot product of the projected state
+        and key), so ``<ck>`` is chosen by reading which class name the instruction bound to it.
         """
         head = self.llm.get_output_embeddings()
         rows = slice(self.vocab.first_id, self.vocab.first_id + self.vocab.num_tokens)
@@ -156,4 +157,4 @@ class LanguageModel(nn.Module):
             return logits
         pointer = self.class_query(hidden.float()) @ self.class_key(class_keys.float()).T  # (P,n)
         columns = self.vocab.class_local_ids(class_keys.shape[0]).to(logits.device)
-        return logits.index_add(1, columns, pointer / math.sqrt(hidden.shape[-1]))
+        return logits.index_add(1, columns, pointer / math.sqrt(self.class_key.out_features))

@@ -5,7 +5,8 @@ bin when encoded, so every target box parses back (x2 bin > x1 bin, y2 bin > y1 
 
 Training class lists (``sample_request``), drawn so the model has to read the list:
 
-* with probability ``full_list_prob`` (a task option, default ``FULL_LIST_PROB``; if the dataset's classes fit the vocabulary): every dataset
+* with probability ``full_list_prob`` (a task option, default ``FULL_LIST_PROB``; if the
+  dataset's classes fit the vocabulary): every dataset
   class, in dataset order half of the time (the evaluation instruction) and shuffled otherwise;
 * otherwise a subset: each class present in the image is kept with probability
   ``KEEP_PRESENT_PROB``, plus a uniform number (0 to all) of absent classes; the subset is shuffled,
