@@ -28,7 +28,8 @@ default_hooks = dict(
     timer=dict(type="IterTimerHook"),
     logger=dict(type="LoggerHook", interval=10),
     param_scheduler=dict(type="ParamSchedulerHook"),
-    checkpoint=dict(type="CheckpointHook", by_epoch=False, interval=500, max_keep_ckpts=3),
+    # mmengine's CheckpointHook made atomic, pruning after the save, and storing RNG states for --resume
+    checkpoint=dict(type="ResumableCheckpointHook", by_epoch=False, interval=500, max_keep_ckpts=3),
     sampler_seed=dict(type="DistSamplerSeedHook"),
     visualization=dict(type="DetVisualizationHook"),
 )

@@ -1,5 +1,6 @@
-"""Training-loop glue: hooks and launch helpers."""
+"""Training-loop glue: hooks, crash-safe checkpoints and launch helpers."""
 
+from visionllm.engine.checkpoint import AtomicLocalBackend, ResumableCheckpointHook
 from visionllm.engine.hooks import ClassNamesHook
 
-__all__ = ["ClassNamesHook"]
+__all__ = ["AtomicLocalBackend", "ClassNamesHook", "ResumableCheckpointHook"]

@@ -1,0 +1,197 @@
+"""Checkpoints that survive a crash and resume exactly.
+
+mmengine's ``CheckpointHook`` writes with a plain ``open(path, 'wb')`` (a kill mid-save leaves a truncated
+file under the checkpoint's name), deletes the oldest checkpoint *before* writing the new one (with
+``max_keep_ckpts=1`` a kill mid-save leaves none), and on resume only re-seeds the RNGs (a resumed run
+samples other instructions and augmentations than the uninterrupted one). :class:`ResumableCheckpointHook`
+fixes the three; ``configs/_base_/default_runtime.py`` uses it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from mmengine.dist import all_gather_object, get_dist_info, is_main_process
+from mmengine.fileio.backends import LocalBackend, register_backend
+from mmengine.hooks import CheckpointHook
+from mmengine.logging import print_log
+
+from visionllm.registry import HOOKS
+
+#: Suffix of the temporary files that atomic writes rename into place.
+PARTIAL_SUFFIX = ".partial"
+#: ``backend_args`` that select :class:`AtomicLocalBackend`.
+ATOMIC_BACKEND_ARGS = {"backend": "atomic_local"}
+
+
+def atomic_write(data: bytes, path: str | os.PathLike) -> None:
+    """Write ``data`` so that ``path`` holds either its previous content or all of ``data``, never a part.
+
+    The bytes go to a hidden ``.<name>.<pid>.partial`` file in the same directory (so the rename stays on
+    one file system), are fsynced, then ``os.replace``-d onto ``path``; the directory is fsynced so the
+    rename itself survives a power cut.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{os.getpid()}{PARTIAL_SUFFIX}")
+    try:
+        with open(partial, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(partial, path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+@register_backend("atomic_local")
+class AtomicLocalBackend(LocalBackend):
+    """mmengine's local file backend whose writes are atomic (:func:`atomic_write`)."""
+
+    def put(self, obj: bytes, filepath: str | Path) -> None:
+        atomic_write(obj, filepath)
+
+    def put_text(self, obj: str, filepath: str | Path, encoding: str = "utf-8") -> None:
+        atomic_write(obj.encode(encoding), filepath)
+
+
+def random_state() -> dict[str, Any]:
+    """This process's RNG states: torch (and CUDA when present), numpy's global and Python's ``random``."""
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_random_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`random_state` returned."""
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class _RestoreAfterSkip:
+    """Stands in for ``IterBasedTrainLoop.dataloader_iterator`` on resume until the loop has skipped the
+    batches trained before the checkpoint, then restores the saved RNG state and steps aside.
+
+    mmengine skips those batches by loading them again; with ``num_workers=0`` that runs the random
+    transforms in this process, so the state is restored after the skip: batch ``iter`` onwards then
+    sees exactly the RNG state the uninterrupted run saw.
+    """
+
+    def __init__(self, loop, skip: int, state: dict[str, Any]) -> None:
+        self._loop, self._iterator, self._skip, self._state = loop, loop.dataloader_iterator, skip, state
+
+    def __iter__(self) -> Iterator:
+        return self
+
+    def __next__(self):
+        if self._skip == 0:
+            set_random_state(self._state)
+            self._loop.dataloader_iterator = self._iterator
+        else:
+            self._skip -= 1
+        return next(self._iterator)
+
+
+@HOOKS.register_module()
+class ResumableCheckpointHook(CheckpointHook):
+    """mmengine's ``CheckpointHook`` (same arguments) made safe to crash in and exact to resume from.
+
+    - Writes through :class:`AtomicLocalBackend` unless ``backend_args`` names another backend: a run
+      killed mid-save keeps its previous checkpoints and ``last_checkpoint`` pointer intact, and the
+      unfinished ``.partial`` file is removed when training starts again.
+    - Deletes checkpoints beyond ``max_keep_ckpts`` after the new one is written, not before.
+    - Stores every rank's RNG states (:func:`random_state`) in ``meta['rng_states']`` and restores this
+      rank's on ``--resume``; validation runs on a saved and restored RNG state, so evaluating (its data
+      loader draws a seed) does not shift the training's random stream.
+    """
+
+    def __init__(self, *args, max_keep_ckpts: int = -1, backend_args: dict | None = None, **kwargs) -> None:
+        # mmengine prunes down to max_keep_ckpts - 1 before saving; one spare slot turns that off, and
+        # ``_prune`` trims to max_keep_ckpts once the new checkpoint is on disk
+        spare = max_keep_ckpts + 1 if max_keep_ckpts > 0 else max_keep_ckpts
+        super().__init__(
+            *args, max_keep_ckpts=spare, backend_args=backend_args or dict(ATOMIC_BACKEND_ARGS), **kwargs
+        )
+        self.keep_ckpts = max_keep_ckpts
+        self._loaded: tuple[int, list[dict[str, Any]]] | None = None
+        self._val_state: dict[str, Any] | None = None
+
+    def before_train(self, runner) -> None:
+        super().before_train(runner)
+        if is_main_process() and self.backend_args == ATOMIC_BACKEND_ARGS:
+            for partial in Path(self.out_dir).glob(f".*{PARTIAL_SUFFIX}"):
+                partial.unlink()
+        self._prune(runner)
+        self._restore_random_state(runner)
+
+    def _save_checkpoint_with_step(self, runner, step: int, meta: dict) -> None:
+        # every rank calls this (only rank 0 writes): gather all ranks' RNG states into the checkpoint
+        meta = {**meta, "rng_states": all_gather_object(random_state())}
+        super()._save_checkpoint_with_step(runner, step, meta)
+        self._prune(runner)
+
+    def _prune(self, runner) -> None:
+        if self.keep_ckpts <= 0:
+            return
+        while len(self.keep_ckpt_ids) > self.keep_ckpts:
+            step = self.keep_ckpt_ids.popleft()
+            path = self.file_backend.join_path(self.out_dir, self.filename_tmpl.format(step))
+            if not is_main_process():
+                continue
+            if self.file_backend.isfile(path):
+                self.file_backend.remove(path)
+            elif self.file_backend.isdir(path):  # DeepSpeed checkpoints are directories
+                self.file_backend.rmtree(path)
+        runner.message_hub.update_info("keep_ckpt_ids", list(self.keep_ckpt_ids))
+
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        meta = checkpoint.get("meta", {})
+        self._loaded = (meta.get("iter"), meta.get("rng_states"))
+
+    def _restore_random_state(self, runner) -> None:
+        """On resume (the loop stands at the checkpoint's iteration), put this rank's RNG state back."""
+        if self._loaded is None:
+            return
+        iteration, states = self._loaded
+        self._loaded = None
+        if runner.iter == 0 or runner.iter != iteration:  # loaded weights (load_from), not a resume
+            return
+        rank, world_size = get_dist_info()
+        if not states or len(states) != world_size:
+            print_log(
+                f"the checkpoint holds RNG states for {len(states or [])} ranks, this run has {world_size}: "
+                "the resumed run keeps its fresh seed, so its draws differ from an uninterrupted run's",
+                logger="current",
+                level=logging.WARNING,
+            )
+            return
+        loop = runner.train_loop
+        if getattr(loop, "dataloader_iterator", None) is not None:
+            loop.dataloader_iterator = _RestoreAfterSkip(loop, runner.iter, states[rank])
+        else:  # epoch-based loops resume at an epoch boundary, without skipping batches
+            set_random_state(states[rank])
+
+    def before_val(self, runner) -> None:
+        self._val_state = random_state()
+
+    def after_val(self, runner) -> None:
+        if self._val_state is not None:
+            set_random_state(self._val_state)
+            self._val_state = None
