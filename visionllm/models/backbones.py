@@ -1,4 +1,5 @@
-"""timm backbones as multi-scale feature extractors (any timm model with ``features_only``)."""
+"""timm backbones as multi-scale feature extractors (any timm model with ``features_only``), optionally
+initialised from packaged ImageNet weights (EfficientNet-Lite)."""
 
 from __future__ import annotations
 
@@ -8,14 +9,24 @@ import timm
 import torch
 from torch import Tensor, nn
 
+from visionllm.pretrained import efficientnet_lite_checkpoint
 from visionllm.registry import MODELS
+
+# packaged checkpoint name -> the timm model its weights belong to. The ``tf_`` variants, not the plain
+# ones: the weights were converted from TensorFlow and need its "same" padding (plain ones load but
+# compute different outputs).
+PACKAGED_CHECKPOINTS = {
+    "efficientnet-lite0": "tf_efficientnet_lite0",
+    "efficientnet-lite2": "tf_efficientnet_lite2",
+}
 
 
 @MODELS.register_module()
 class TimmBackbone(nn.Module):
     """A timm model in ``features_only`` mode returning NCHW maps at the chosen ``out_indices``.
 
-    ``checkpoint`` is a local state dict (``.safetensors`` or torch file) for the model's features;
+    ``checkpoint`` is a local state dict (``.safetensors`` or torch file) for the model's features, or
+    the name of packaged weights (a key of ``PACKAGED_CHECKPOINTS``, for its own ``model_name``);
     weights are never downloaded. NHWC outputs (Swin, ConvNeXt-V2 variants) are permuted to NCHW.
     """
 
@@ -32,7 +43,10 @@ class TimmBackbone(nn.Module):
         )
         self.out_channels: list[int] = self.model.feature_info.channels()
         self.channels_last_output = getattr(self.model, "output_fmt", "NCHW") == "NHWC"
-        if checkpoint is not None:
+        if checkpoint in PACKAGED_CHECKPOINTS:
+            state = packaged_state_dict(checkpoint, model_name, **kwargs)
+            self.model.load_state_dict({k: state[k] for k in self.model.state_dict()}, strict=True)
+        elif checkpoint is not None:
             self.model.load_state_dict(load_state_dict(checkpoint, "backbone.checkpoint"), strict=True)
 
     def forward(self, images: Tensor) -> list[Tensor]:
@@ -53,6 +67,72 @@ def load_state_dict(path: str | Path, what: str = "checkpoint") -> dict[str, Ten
 
         return load_file(str(path))
     return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def remap_efficientnet_lite(state_dict: dict[str, Tensor], stage_depths: list[int]) -> dict[str, Tensor]:
+    """Rename an efficientnet_pytorch EfficientNet-Lite state dict (no squeeze-excite) to timm's names.
+
+    efficientnet_pytorch numbers blocks flat (``_blocks.N``); timm nests them by stage
+    (``blocks.S.I``), so ``stage_depths`` (``[len(s) for s in model.blocks]``) gives the split. A block
+    without ``_expand_conv`` is timm's depthwise-separable block (dw, bn1, pw, bn2); one with it is an
+    inverted residual (pw, bn1, dw, bn2, pwl, bn3). Unknown keys are an error, not silently dropped.
+    """
+    top = {
+        "_conv_stem": "conv_stem",
+        "_bn0": "bn1",
+        "_conv_head": "conv_head",
+        "_bn1": "bn2",
+        "_fc": "classifier",
+    }
+    separable = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
+    inverted = {
+        "_expand_conv": "conv_pw",
+        "_bn0": "bn1",
+        "_depthwise_conv": "conv_dw",
+        "_bn1": "bn2",
+        "_project_conv": "conv_pwl",
+        "_bn2": "bn3",
+    }
+    position = [(stage, i) for stage, depth in enumerate(stage_depths) for i in range(depth)]
+    expanded = {
+        int(k.split(".")[1]) for k in state_dict if k.startswith("_blocks.") and "._expand_conv." in k
+    }
+    out = {}
+    for key, value in state_dict.items():
+        parts = key.split(".")
+        if parts[0] == "_blocks":
+            flat, module, param = int(parts[1]), parts[2], ".".join(parts[3:])
+            names = inverted if flat in expanded else separable
+            if flat >= len(position) or module not in names:
+                raise KeyError(f"cannot map '{key}' onto timm stages {stage_depths}")
+            stage, i = position[flat]
+            out[f"blocks.{stage}.{i}.{names[module]}.{param}"] = value
+        elif parts[0] in top:
+            out[".".join([top[parts[0]], *parts[1:]])] = value
+        else:
+            raise KeyError(f"cannot map '{key}' onto timm names")
+    return out
+
+
+def packaged_state_dict(name: str, model_name: str, **kwargs) -> dict[str, Tensor]:
+    """The full timm state dict (classifier included) of packaged weights ``name`` for ``model_name``.
+
+    It is checked by a strict load into the full classifier model, so a wrong remap or model fails here
+    rather than leaving layers at random init.
+    """
+    if PACKAGED_CHECKPOINTS[name] != model_name:
+        raise ValueError(
+            f"checkpoint '{name}' is for model_name='{PACKAGED_CHECKPOINTS[name]}', not '{model_name}'"
+        )
+    model = timm.create_model(model_name, pretrained=False, **kwargs)
+    source = torch.load(
+        efficientnet_lite_checkpoint(name.removeprefix("efficientnet-")),
+        map_location="cpu",
+        weights_only=True,
+    )
+    state = remap_efficientnet_lite(source, [len(stage) for stage in model.blocks])
+    model.load_state_dict(state, strict=True)
+    return state
 
 
 def build_backbone(cfg: dict) -> nn.Module:
