@@ -91,6 +91,8 @@ class RecordImageIds(BaseMetric):
     """Test-only: writes the image ids that evaluation scored (after mmengine gathers every rank's
     results) to ``out_file`` as a JSON list."""
 
+    default_prefix = "ids"
+
     def __init__(self, out_file: str, **kwargs) -> None:
         super().__init__(**kwargs)
         self.out_file = out_file

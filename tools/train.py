@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 
+from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 import visionllm  # noqa: F401  (platform fixes first)
@@ -39,8 +40,9 @@ def main() -> None:
     elif args.resume:
         cfg.resume, cfg.load_from = True, args.resume
     setup_distributed(cfg, args.launcher)
-    prepare_synthetic_data(cfg)
-    Runner.from_cfg(cfg).train()
+    runner = RUNNERS.build(cfg) if "runner_type" in cfg else Runner.from_cfg(cfg)
+    prepare_synthetic_data(cfg)  # once the process group exists: rank 0 writes, the others wait
+    runner.train()
 
 
 if __name__ == "__main__":

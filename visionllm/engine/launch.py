@@ -6,6 +6,7 @@ from pathlib import Path
 
 import torch
 from mmengine.config import Config, DictAction  # noqa: F401  (DictAction re-exported for the tools)
+from mmengine.dist import barrier, get_rank
 
 
 def load_config(path: str, cfg_options: dict | None = None, work_dir: str | None = None) -> Config:
@@ -18,16 +19,20 @@ def load_config(path: str, cfg_options: dict | None = None, work_dir: str | None
 
 
 def prepare_synthetic_data(cfg: Config) -> None:
-    """Generate the embedded synthetic dataset when the config asks for it and it is not on disk yet."""
+    """Generate the embedded synthetic dataset when the config asks for it and it is not on disk yet.
+
+    In a distributed run rank 0 writes it while the other ranks wait (a barrier, when the process group
+    exists already), so several nodes need it on a shared file system or generated beforehand.
+    """
     spec = cfg.get("synthetic")
     if not spec:
         return
     out_dir = Path(spec["out_dir"])
-    if (out_dir / "annotations" / "instances_train.json").is_file():
-        return
-    from visionllm.data.synthetic import generate_synthetic
+    if get_rank() == 0 and not (out_dir / "annotations" / "instances_train.json").is_file():
+        from visionllm.data.synthetic import generate_synthetic
 
-    generate_synthetic(**spec)
+        generate_synthetic(**spec)
+    barrier()
 
 
 def setup_distributed(cfg: Config, launcher: str) -> None:
