@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.tiny_runs import TRAIN, load, run, subprocess_env, write_config
+from tests.tiny_runs import TRAIN, assert_same, load, run, subprocess_env, write_config
 
 # tools/train.py with every binary file write wrapped: the second write of over 1 MB (the second
 # checkpoint; the tiny model's is ~50 MB) writes half its bytes, fsyncs them, names the file it writes
@@ -105,22 +105,6 @@ def test_sigkill_during_a_save_leaves_the_previous_checkpoint_loadable(tmp_path)
     assert load(work / "iter_6.pth")["meta"]["iter"] == 6
 
 
-def _assert_same(a, b, path: str = "") -> None:
-    """Nested dicts/lists of tensors, arrays and plain values are equal (tensors to 1e-7)."""
-    if isinstance(a, dict):
-        assert a.keys() == b.keys(), path
-        for key in a:
-            _assert_same(a[key], b[key], f"{path}.{key}")
-    elif isinstance(a, list | tuple):
-        assert len(a) == len(b), path
-        for i, (x, y) in enumerate(zip(a, b)):
-            _assert_same(x, y, f"{path}[{i}]")
-    elif isinstance(a, torch.Tensor):
-        torch.testing.assert_close(a, b, rtol=0, atol=1e-7, msg=lambda m: f"{path}: {m}")
-    else:
-        assert (a == b).all() if hasattr(a, "all") else a == b, path
-
-
 @pytest.mark.slow
 def test_resume_continues_exactly_like_an_uninterrupted_run(tmp_path):
     """6 iterations straight vs resumed from iteration 3: same weights, optimizer, scheduler and RNG.
@@ -163,5 +147,5 @@ train_dataloader = dict(
     start = load(straight / "iter_3.pth")["state_dict"]
     assert any(not torch.equal(start[k], a["state_dict"][k]) for k in start)  # iterations 4-6 trained
     for key in ("state_dict", "optimizer", "param_schedulers"):
-        _assert_same(a[key], b[key], key)
-    _assert_same(a["meta"]["rng_states"], b["meta"]["rng_states"], "rng_states")
+        assert_same(a[key], b[key], key)
+    assert_same(a["meta"]["rng_states"], b["meta"]["rng_states"], "rng_states")

@@ -74,6 +74,22 @@ def load(path: Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
+def assert_same(a, b, path: str = "") -> None:
+    """Nested dicts/lists of tensors, arrays and plain values are equal (tensors to 1e-7)."""
+    if isinstance(a, dict):
+        assert a.keys() == b.keys(), path
+        for key in a:
+            assert_same(a[key], b[key], f"{path}.{key}")
+    elif isinstance(a, list | tuple):
+        assert len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_same(x, y, f"{path}[{i}]")
+    elif isinstance(a, torch.Tensor):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-7, msg=lambda m: f"{path}: {m}")
+    else:
+        assert (a == b).all() if hasattr(a, "all") else a == b, path
+
+
 @HOOKS.register_module()
 class ReseedEveryIterHook(Hook):
     """Test-only: seeds torch before every training iteration.

@@ -2,6 +2,8 @@
 
 python tools/train.py configs/visionllm_tiny_synthetic.py [--work-dir D] [--resume [CKPT]]
                       [--cfg-options train_cfg.max_iters=100 ...] [--launcher pytorch]
+                      [--deepspeed zero2|zero3|zero3_offload|PRESET.py]
+Several processes: torchrun --nproc_per_node N tools/train.py CONFIG --launcher pytorch (docs/training.md).
 """
 
 from __future__ import annotations
@@ -29,12 +31,23 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--cfg-options", nargs="+", action=DictAction, help="override config keys: k=v ...")
     parser.add_argument("--launcher", choices=["none", "pytorch"], default="none")
+    parser.add_argument(
+        "--deepspeed",
+        metavar="PRESET",
+        help="train with DeepSpeed ZeRO (FlexibleRunner): a preset name from configs/_base_/deepspeed/ or a "
+        "config path; implies --launcher pytorch (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT set by "
+        "torchrun or the deepspeed launcher); --cfg-options apply after it",
+    )
+    # the deepspeed launcher passes --local_rank (LOCAL_RANK in the environment says the same)
+    parser.add_argument("--local_rank", "--local-rank", type=int, help=argparse.SUPPRESS)
     return parser.parse_args()
 
 
 def main() -> None:
     args = parse_args()
-    cfg = load_config(args.config, args.cfg_options, args.work_dir)
+    cfg = load_config(args.config, args.cfg_options, args.work_dir, deepspeed=args.deepspeed)
+    if args.deepspeed:
+        args.launcher = "pytorch"  # DeepSpeed always runs in a process group, of one process at least
     if args.resume == "auto":
         cfg.resume, cfg.load_from = True, None
     elif args.resume:

@@ -8,10 +8,17 @@ import torch
 from mmengine.config import Config, DictAction  # noqa: F401  (DictAction re-exported for the tools)
 from mmengine.dist import barrier, get_rank
 
+from visionllm.engine.deepspeed import use_deepspeed
 
-def load_config(path: str, cfg_options: dict | None = None, work_dir: str | None = None) -> Config:
-    """Read an mmengine config, apply ``--cfg-options`` and choose the work dir (default work_dirs/<name>)."""
+
+def load_config(
+    path: str, cfg_options: dict | None = None, work_dir: str | None = None, deepspeed: str | None = None
+) -> Config:
+    """Read an mmengine config, switch it to a DeepSpeed preset if asked (``use_deepspeed``), apply
+    ``--cfg-options`` and choose the work dir (default work_dirs/<name>)."""
     cfg = Config.fromfile(path)
+    if deepspeed:
+        use_deepspeed(cfg, deepspeed)
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
     cfg.work_dir = work_dir or cfg.get("work_dir") or str(Path("work_dirs") / Path(path).stem)
