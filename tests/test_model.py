@@ -112,3 +112,16 @@ def test_class_pointer_follows_the_names(model):
         embeds = model.llm.embed(ids)[0]
         keys.append(query.class_keys(embeds * 0, embeds, 0))  # the name-embedding half of the keys
     torch.testing.assert_close(keys[0], keys[1].flip(0))
+
+
+def test_loss_falls_back_to_another_task_when_grounding_has_no_referent():
+    """An image without objects cannot be grounded; training draws the next task instead of failing."""
+    register_all_modules()
+    cfg = Config.fromfile(REPO / "configs/_base_/models/visionllm_tiny.py").model
+    cfg.update(class_names=CLASSES, num_slots=2, eval_task="detect")
+    cfg.tasks = dict(ground=dict(weight=1.0), detect=dict(weight=1e-9))
+    empty = make_sample()
+    empty.gt_instances = empty.gt_instances[torch.zeros(2, dtype=torch.bool)]
+    empty.set_metainfo(dict(instance_attributes=[]))
+    losses = MODELS.build(cfg).loss(torch.randn(1, 3, CANVAS, CANVAS), [empty])
+    assert all(torch.isfinite(v) for v in losses.values())

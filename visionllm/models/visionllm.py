@@ -37,6 +37,7 @@ from visionllm.models.serialization import PretrainedMixin, init_kwargs
 from visionllm.registry import MODELS
 from visionllm.tasks import build_task
 from visionllm.tasks.base import ImageAnnotations, Request, Task
+from visionllm.tasks.grounding import NoReferentError
 
 DECODE_MODES = ("parallel", "autoregressive")
 
@@ -147,10 +148,21 @@ class VisionLLM(PretrainedMixin, BaseModel):
             raise RuntimeError("VisionLLM.class_names is unset: add ClassNamesHook or set model.class_names")
         return self.class_names
 
-    def _sample_task(self, rng: np.random.Generator) -> Task:
+    def _sample_request(
+        self, annotations: ImageAnnotations, rng: np.random.Generator
+    ) -> tuple[Task, Request]:
+        """Draw a task by the configured weights and let it sample a request; a task that cannot
+        phrase one for this image (grounding without an unambiguous referent) passes to the next."""
         names = list(self.task_weights)
         weights = np.asarray([self.task_weights[n] for n in names], dtype=np.float64)
-        return self.tasks[names[rng.choice(len(names), p=weights / weights.sum())]]
+        order = rng.choice(len(names), size=len(names), replace=False, p=weights / weights.sum())
+        for index in order:
+            task = self.tasks[names[index]]
+            try:
+                return task, task.sample_request(self._class_names(), annotations, rng)
+            except NoReferentError:
+                continue
+        raise NoReferentError(f"no task among {names} can phrase a request for this image")
 
     def forward(self, inputs: Tensor, data_samples: list[DetDataSample] | None = None, mode: str = "tensor"):
         """mmengine's entry point: ``loss`` (dict of losses), ``predict`` (samples with
@@ -173,8 +185,7 @@ class VisionLLM(PretrainedMixin, BaseModel):
         queries, targets = [], []
         for sample in data_samples:
             annotations = self._annotations(sample)
-            task = self._sample_task(rng)
-            request = task.sample_request(self._class_names(), annotations, rng)
+            task, request = self._sample_request(annotations, rng)
             queries.append(self._query(task, request))
             targets.append(task.encode_objects(request, annotations, self._class_names()))
         visual, _ = self.image_tokenizer(inputs, [q.request.plain_text for q in queries])
