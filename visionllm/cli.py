@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from visionllm.apis import Prediction, Predictor, draw_predictions, list_images
-from visionllm.evaluation.dump import write_json_atomic
+from visionllm.fileio import write_json_atomic
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -19,16 +19,14 @@ Guarantees (tested in ``tests/test_synthetic.py``):
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
+
+from visionllm.fileio import write_json_atomic
 
 CLASSES: tuple[str, ...] = ("circle", "square", "triangle", "star", "hexagon", "cross")
 #: Saturated, well-separated object colours (every channel spread >= 140, far from the grey backgrounds).
@@ -213,19 +211,6 @@ def _render(rng: np.random.Generator, image_size: int, num_objects: int) -> tupl
     return pixels, placed
 
 
-def write_coco_json(coco: dict[str, Any], path: Path) -> None:
-    """Write ``coco`` to ``path`` atomically (temp file + ``os.replace``): readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(coco, f, separators=(",", ":"))
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
 def generate_synthetic(
     out_dir: Path | str,
     num_images: int = 200,
@@ -299,5 +284,5 @@ def generate_synthetic(
         info = {"description": "VisionLLM synthetic shapes", "version": "1.0", "split": name, **args}
         coco = {"info": info, "licenses": [], "categories": categories, **split}
         paths[name] = out_dir / "annotations" / f"instances_{name}.json"
-        write_coco_json(coco, paths[name])
+        write_json_atomic(coco, paths[name])
     return paths

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from visionllm.data.synthetic import write_coco_json
+from visionllm.fileio import write_json_atomic
 
 
 def _find_xml_files(source: list[Path] | Path, split: str | None) -> list[Path]:
@@ -157,5 +157,5 @@ def convert_voc(
         "annotations": annotations,
         "categories": [{"id": i, "name": name, "supercategory": "none"} for name, i in category_ids.items()],
     }
-    write_coco_json(coco, Path(out_json))
+    write_json_atomic(coco, Path(out_json))
     return coco

@@ -10,7 +10,6 @@ fixes the three; ``configs/_base_/default_runtime.py`` uses it.
 from __future__ import annotations
 
 import logging
-import os
 import random
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,38 +22,11 @@ from mmengine.fileio.backends import LocalBackend, register_backend
 from mmengine.hooks import CheckpointHook
 from mmengine.logging import print_log
 
+from visionllm.fileio import PARTIAL_SUFFIX, atomic_write
 from visionllm.registry import HOOKS
 
-#: Suffix of the temporary files that atomic writes rename into place.
-PARTIAL_SUFFIX = ".partial"
 #: ``backend_args`` that select :class:`AtomicLocalBackend`.
 ATOMIC_BACKEND_ARGS = {"backend": "atomic_local"}
-
-
-def atomic_write(data: bytes, path: str | os.PathLike) -> None:
-    """Write ``data`` so that ``path`` holds either its previous content or all of ``data``, never a part.
-
-    The bytes go to a hidden ``.<name>.<pid>.partial`` file in the same directory (so the rename stays on
-    one file system), are fsynced, then ``os.replace``-d onto ``path``; the directory is fsynced so the
-    rename itself survives a power cut.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.{os.getpid()}{PARTIAL_SUFFIX}")
-    try:
-        with open(partial, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(partial, path)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
 
 
 @register_backend("atomic_local")

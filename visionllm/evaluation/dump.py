@@ -5,16 +5,13 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
-import os
-import tempfile
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from mmengine.evaluator import BaseMetric
 from pycocotools.coco import COCO
 
+from visionllm.fileio import write_json_atomic
 from visionllm.registry import METRICS
 
 
@@ -32,21 +29,6 @@ def coco_result(
     if mask is not None:
         entry["segmentation"] = mask
     return entry
-
-
-def write_json_atomic(data: Any, path: str | os.PathLike) -> None:
-    """Write ``data`` as JSON so that ``path`` is never seen half-written (temporary file, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    try:
-        with os.fdopen(descriptor, "w") as file:
-            json.dump(data, file)
-        os.chmod(temporary, 0o644)  # mkstemp's files are private; results are for sharing
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
 
 
 @METRICS.register_module()
