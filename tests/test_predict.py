@@ -17,6 +17,7 @@ from pycocotools import mask as mask_utils
 
 from visionllm.apis import Prediction, Predictor, draw_predictions
 from visionllm.cli import main
+from visionllm.evaluation import polygons_to_rle
 from visionllm.registry import MODELS, register_all_modules
 
 REPO = Path(__file__).resolve().parents[1]
@@ -114,9 +115,13 @@ def test_objects_are_in_original_image_pixels(segmented: Prediction) -> None:
         assert obj.mask["size"] == [HEIGHT, WIDTH] and mask_utils.area(obj.mask) > 0
         mx, my, mw, mh = mask_utils.toBbox(obj.mask)
         assert x1 - 1 <= mx and y1 - 1 <= my and mx + mw <= x2 + 1 and my + mh <= y2 + 1
-        for polygon in obj.polygons:
-            points = np.asarray(polygon).reshape(-1, 2)
-            assert (points >= 0).all() and (points <= [WIDTH, HEIGHT]).all()
+        # the drawn polygon is the predicted one (K points), and the mask was filled from it
+        [polygon] = obj.polygons
+        assert polygon == obj.polygon
+        points = np.asarray(polygon).reshape(-1, 2)
+        assert (points >= 0).all() and (points <= [WIDTH, HEIGHT]).all()
+        assert len(points) == Config.fromfile(CONFIG).model.tasks.segment.num_points
+        assert polygons_to_rle([polygon], HEIGHT, WIDTH) == obj.mask
 
 
 def test_coco_entries(segmented: Prediction) -> None:
@@ -127,6 +132,7 @@ def test_coco_entries(segmented: Prediction) -> None:
         np.testing.assert_allclose([x, y, x + w, y + h], obj.box)
         assert entry["image_id"] == 7 and entry["category_name"] == obj.class_name
         assert entry["segmentation"] == obj.mask and "category_id" not in entry
+        assert entry["polygon"] == obj.polygon
     with_ids = segmented.to_coco(7, {"circle": 11})
     assert [e["category_id"] for e in with_ids] == [11] * sum(
         o.class_name == "circle" for o in segmented.objects

@@ -50,7 +50,8 @@ class ObjectPrediction:
     """One predicted object in original-image pixels.
 
     ``label`` is the index of ``class_name`` in the model's class list, -1 for a class outside it (an
-    open-vocabulary name or a grounding phrase). ``mask`` is a COCO RLE (segmentation requests only).
+    open-vocabulary name or a grounding phrase). ``mask`` is a COCO RLE and ``polygon`` the predicted
+    K points (flat x, y, ...) the mask was filled from (segmentation requests only).
     """
 
     class_name: str
@@ -58,10 +59,14 @@ class ObjectPrediction:
     box: tuple[float, float, float, float]  # x1, y1, x2, y2
     label: int
     mask: dict | None = None
+    polygon: list[float] | None = None
 
     @property
     def polygons(self) -> list[list[float]]:
-        """The mask's outer contours as COCO polygons (flat x, y, ... in pixels); [] without a mask."""
+        """COCO polygons (flat x, y, ... in pixels): the predicted polygon, else the mask's outer
+        contours; [] without either."""
+        if self.polygon is not None:
+            return [self.polygon]
         if self.mask is None:
             return []
         contours, _ = cv2.findContours(
@@ -88,8 +93,9 @@ class Prediction:
 
     def to_coco(self, image_id: int, category_ids: Mapping[str, int] | None = None) -> list[dict]:
         """COCO result entries (``image_id``, ``category_name``, ``bbox`` xywh, ``score``, and RLE
-        ``segmentation`` when there is a mask). With ``category_ids`` (class name -> COCO id) each
-        entry also gets its ``category_id``, and objects of a class without an id are left out."""
+        ``segmentation`` + predicted ``polygon`` when there is a mask). With ``category_ids`` (class
+        name -> COCO id) each entry also gets its ``category_id``, and objects of a class without an
+        id are left out."""
         entries = []
         for obj in self.objects:
             fields: dict = {"category_name": obj.class_name}
@@ -97,6 +103,8 @@ class Prediction:
                 if obj.class_name not in category_ids:
                     continue
                 fields["category_id"] = int(category_ids[obj.class_name])
+            if obj.polygon is not None:
+                fields["polygon"] = obj.polygon
             entries.append(coco_result(image_id, obj.box, obj.score, obj.mask, **fields))
         return entries
 
@@ -242,14 +250,16 @@ def _prediction(
     """A predicted data sample -> :class:`Prediction`, without the objects below ``score_thr``."""
     instances = sample.pred_instances
     masks = instances.masks if "masks" in instances else [None] * len(instances)
+    polygons = instances.polygons if "polygons" in instances else [None] * len(instances)
     objects = [
-        ObjectPrediction(name, score, tuple(box), label, mask)
-        for name, score, box, label, mask in zip(
+        ObjectPrediction(name, score, tuple(box), label, mask, polygon)
+        for name, score, box, label, mask, polygon in zip(
             instances.class_names,
             instances.scores.tolist(),
             instances.bboxes.tolist(),
             instances.labels.tolist(),
             masks,
+            polygons,
         )
         if score >= score_thr
     ]

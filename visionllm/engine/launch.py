@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 from mmengine.config import Config, DictAction  # noqa: F401  (DictAction re-exported for the tools)
-from mmengine.dist import barrier, get_rank
+from mmengine.dist import barrier, get_rank, init_dist
 
 from visionllm.engine.deepspeed import use_deepspeed
 
@@ -53,6 +53,8 @@ def setup_distributed(cfg: Config, launcher: str) -> None:
         return
     if torch.cuda.is_available():
         cfg.env_cfg.setdefault("dist_cfg", {})["backend"] = "nccl"
+        if not torch.distributed.is_initialized():  # now, so data preparation can wait on a barrier
+            init_dist("pytorch", backend="nccl")
         return
     cfg.env_cfg.setdefault("dist_cfg", {})["backend"] = "gloo"
     if not torch.distributed.is_initialized():

@@ -314,4 +314,5 @@ class VisionLLM(PretrainedMixin, BaseModel):
         instances.class_names = [request.classes[o.class_index] for o in objects]
         if task.iou_types and "segm" in task.iou_types:
             instances.masks = [r["segmentation"] for r in results]
+            instances.polygons = [r["polygon"] for r in results]
         return instances

@@ -405,7 +405,8 @@ class Task(ABC):
     ) -> list[dict]:
         """COCO result dicts in original-image pixels (model pixels divided by ``scale_factor`` =
         (w_scale, h_scale), clipped to ``ori_shape`` = (h, w)); ``category_ids[k]`` is the COCO id
-        of ``request.classes[k]``. Objects with a polygon also get an RLE ``segmentation``."""
+        of ``request.classes[k]``. Objects with a polygon also get an RLE ``segmentation`` and the
+        predicted points themselves as ``polygon`` (flat x, y, ...; an extra key COCO tools ignore)."""
         from visionllm.evaluation import polygons_to_rle  # here: the evaluation package may import tasks
 
         height, width = ori_shape
@@ -423,6 +424,7 @@ class Task(ABC):
             }
             if obj.polygon is not None:
                 points = np.clip(np.asarray(obj.polygon).reshape(-1, 2) / [sx, sy], 0, [width, height])
-                result["segmentation"] = polygons_to_rle([points.reshape(-1).tolist()], height, width)
+                result["polygon"] = points.reshape(-1).tolist()
+                result["segmentation"] = polygons_to_rle([result["polygon"]], height, width)
             results.append(result)
         return results
