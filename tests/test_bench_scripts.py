@@ -1,0 +1,174 @@
+"""bench/full_scale_gpu.py and bench/detr_vs_visionllm.py: tiny CPU runs with sane numbers, the time-budget
+hook, and the Deformable DETR baseline config sharing the tiny VisionLLM's backbone and data."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import pytest
+import torch
+from mmengine.config import Config
+
+from tests.conftest import REPO
+from visionllm.registry import register_all_modules
+
+
+def load_bench(name: str):
+    spec = importlib.util.spec_from_file_location(name, REPO / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_script(args: list[str], timeout: float) -> str:
+    proc = subprocess.run(
+        [sys.executable, *args],
+        cwd=REPO,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=timeout,
+    )
+    assert proc.returncode == 0, f"{args} exited {proc.returncode}:\n{proc.stdout[-6000:]}"
+    return proc.stdout
+
+
+def test_full_scale_bench_runs_tiny_on_cpu_and_counts_the_same_model_flops_in_both_modes(tmp_path):
+    out = tmp_path / "full_scale.json"
+    # the docstring's CPU command, shrunk (batch 2, one latency row) to keep the test short
+    stdout = run_script(
+        [
+            "bench/full_scale_gpu.py",
+            "--config",
+            "configs/visionllm_tiny_synthetic.py",
+            "--device",
+            "cpu",
+            "--dtype",
+            "float32",
+            "--steps",
+            "2",
+            "--warmup",
+            "0",
+            "--batch-size",
+            "2",
+            "--latency-objects",
+            "3",
+            "--latency-repeats",
+            "1",
+            "--threads",
+            "1",
+            "--out",
+            str(out),
+        ],
+        timeout=300,
+    )
+    report = json.loads(out.read_text())
+    assert report["device"] == "cpu" and report["batch_size"] == 2 and report["image_size"] == 128
+    assert report["params"] >= report["trainable_params"] > 0
+    on, off = report["training"]
+    assert (on["gradient_checkpointing"], off["gradient_checkpointing"]) == (True, False)
+    assert on["checkpointed_layers"] == 2 and off["checkpointed_layers"] == 0  # the tiny LLM's 2 layers
+    for row in (on, off):
+        assert len(row["step_all_s"]) == 2 and row["step_s"] > 0
+        assert row["llm_tokens_per_step"] > 0 and row["tokens_per_s"] > 0 and row["images_per_s"] > 0
+        assert 0 < row["mfu"] < 1 and row["model_flops_per_s"] > 0 and row["peak_rss_gib"] > 0
+        assert row["attention_backward_recompute_flops"] > 0  # CPU attention is counted
+        analytic = row["analytic_llm"]
+        assert analytic["frozen_weights"] == 0 and analytic["trainable_weights"] > 0  # no LoRA: all train
+        assert 0 < analytic["total_flops"] < row["model_flops"]  # the LLM is part of the model
+    # recomputation under checkpointing is taken out: both modes count the same model FLOPs
+    assert on["checkpoint_recompute_flops"] > 0 and off["checkpoint_recompute_flops"] == 0
+    assert on["backward_flops"] > off["backward_flops"]
+    assert on["forward_flops"] == off["forward_flops"] and on["model_flops"] == off["model_flops"]
+    [latency] = report["latency"]
+    assert latency["objects"] == 3 and latency["parallel_ms"] > 0 and latency["autoregressive_ms"] > 0
+    assert "| gradient checkpointing | step s | tokens/s |" in stdout and "| 3 |" in stdout
+
+
+def test_time_budget_hook_stops_the_loop_and_schedules_lr_by_elapsed_time():
+    hook_cls = load_bench("detr_vs_visionllm").TimeBudgetHook
+    now = [0.0]
+    hook = hook_cls(budget_s=10.0, clock=lambda: now[0])
+    groups = [dict(lr=1.0), dict(lr=0.1)]
+    runner = SimpleNamespace(
+        optim_wrapper=SimpleNamespace(param_groups=groups), train_loop=SimpleNamespace(stop_training=False)
+    )
+    hook.before_train(runner)
+    lrs = []
+    for _ in range(6):  # iterations of 3 s: the 4th ends at 12 s, past the budget
+        hook.before_train_iter(runner, 0)
+        lrs.append(groups[0]["lr"])
+        assert groups[1]["lr"] == pytest.approx(groups[0]["lr"] * 0.1)
+        now[0] += 3.0
+        hook.after_train_iter(runner, 0)
+        if runner.train_loop.stop_training:
+            break
+    hook.after_train(runner)
+    assert len(hook.iter_times) == 4 and hook.iter_times == [3.0] * 4 and hook.end == 12.0
+    assert lrs[0] == pytest.approx(0.01)  # warm-up starts at 1 %
+    assert lrs[1] > lrs[2] > lrs[3] > 0.01  # cosine decay after the warm-up
+    assert hook.lr_factor(0.05) == pytest.approx(1.0) and hook.lr_factor(1.0) == pytest.approx(0.01)
+
+
+def test_detr_config_shares_backbone_preprocessor_and_data_with_tiny_visionllm():
+    detr = Config.fromfile(REPO / "configs/deformable_detr_tiny_synthetic.py")
+    vllm = Config.fromfile(REPO / "configs/visionllm_tiny_synthetic.py")
+    backbone = dict(detr.model.backbone)
+    assert backbone.pop("type") == "TimmBackbone"
+    assert backbone == dict(vllm.model.image_tokenizer.backbone)
+    assert detr.model.data_preprocessor == vllm.model.data_preprocessor
+    for key in ("image_size", "train_dataloader", "val_dataloader", "train_cfg"):
+        assert detr[key] == vllm[key], key
+    assert detr.model.type == "DeformableDETR" and detr.model.bbox_head.num_classes == 6
+    assert detr.val_evaluator.metric == ["bbox"]
+
+
+def test_detr_vs_visionllm_speed_part_times_all_three_at_the_requested_count():
+    bench = load_bench("detr_vs_visionllm")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        register_all_modules()
+        speed = bench.run_speed([2], [1], 128, torch.device("cpu"))  # raises unless 2 objects each
+    finally:
+        torch.set_num_threads(threads)
+    [row] = speed["results"]
+    for name in bench.SPEED_COLUMNS:
+        assert len(row[f"{name}_all_ms"]) == 1 and row[f"{name}_ms"] > 0
+    assert row["parallel_over_detr"] == row["parallel_ms"] / row["deformable_detr_ms"]
+    assert "| 2 |" in bench.speed_table(speed)
+
+
+@pytest.mark.slow
+def test_detr_vs_visionllm_trains_both_for_a_tiny_budget(tmp_path):
+    out = tmp_path / "detr_vs_visionllm.json"
+    stdout = run_script(
+        [
+            "bench/detr_vs_visionllm.py",
+            "--parts",
+            "train",
+            "--budget-minutes",
+            "0.05",
+            "--train-threads",
+            "1",
+            "--work-dir",
+            str(tmp_path / "work"),
+            "--out",
+            str(out),
+        ],
+        timeout=600,
+    )
+    report = json.loads(out.read_text())["train"]
+    assert set(report["models"]) == {"visionllm", "deformable_detr"}
+    for name, row in report["models"].items():
+        assert row["iterations"] >= 1 and row["train_s"] >= 3.0 and row["images_per_s"] > 0, name
+        assert row["peak_rss_train_mib"] > 100 and row["threads"] == 1
+        assert 0.0 <= row["metrics"]["coco/bbox_mAP"] <= 1.0
+    assert "coco/segm_mAP" in report["models"]["visionllm"]["metrics"]
+    assert "coco/segm_mAP" not in report["models"]["deformable_detr"]["metrics"]
+    assert report["bbox_mAP_ratio"] is None or report["bbox_mAP_ratio"] >= 0
+    assert "| VisionLLM (tiny) |" in stdout and "| Deformable DETR (tiny) |" in stdout
