@@ -3,6 +3,7 @@
 python tools/train.py configs/visionllm_tiny_synthetic.py [--work-dir D] [--resume [CKPT]]
                       [--cfg-options train_cfg.max_iters=100 ...] [--launcher pytorch]
                       [--deepspeed zero2|zero3|zero3_offload|PRESET.py]
+                      [--time-budget MIN [--val-every MIN]]
 Several processes: torchrun --nproc_per_node N tools/train.py CONFIG --launcher pytorch (docs/training.md).
 """
 
@@ -14,7 +15,13 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 import visionllm  # noqa: F401  (platform fixes first)
-from visionllm.engine.launch import DictAction, load_config, prepare_synthetic_data, setup_distributed
+from visionllm.engine.launch import (
+    DictAction,
+    load_config,
+    prepare_synthetic_data,
+    setup_distributed,
+    use_time_budget,
+)
 
 
 def parse_args() -> argparse.Namespace:
@@ -38,6 +45,19 @@ def parse_args() -> argparse.Namespace:
         "config path; implies --launcher pytorch (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT set by "
         "torchrun or the deepspeed launcher); --cfg-options apply after it",
     )
+    parser.add_argument(
+        "--time-budget",
+        type=float,
+        metavar="MIN",
+        help="train for MIN minutes of wall-clock time (validation excluded) instead of max_iters; "
+        "the learning rate warms up and decays over the budget",
+    )
+    parser.add_argument(
+        "--val-every",
+        type=float,
+        metavar="MIN",
+        help="with --time-budget: also validate every MIN minutes of training (a metric-vs-minutes curve)",
+    )
     # the deepspeed launcher passes --local_rank (LOCAL_RANK in the environment says the same)
     parser.add_argument("--local_rank", "--local-rank", type=int, help=argparse.SUPPRESS)
     return parser.parse_args()
@@ -46,6 +66,10 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
     args = parse_args()
     cfg = load_config(args.config, args.cfg_options, args.work_dir, deepspeed=args.deepspeed)
+    if args.time_budget:
+        use_time_budget(cfg, args.time_budget, args.val_every)
+    elif args.val_every:
+        raise SystemExit("--val-every needs --time-budget")
     if args.deepspeed:
         args.launcher = "pytorch"  # DeepSpeed always runs in a process group, of one process at least
     if args.resume == "auto":

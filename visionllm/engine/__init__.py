@@ -1,6 +1,6 @@
 """Training-loop glue: hooks, crash-safe checkpoints and launch helpers."""
 
 from visionllm.engine.checkpoint import AtomicLocalBackend, ResumableCheckpointHook
-from visionllm.engine.hooks import ClassNamesHook
+from visionllm.engine.hooks import ClassNamesHook, TimeBudgetHook
 
-__all__ = ["AtomicLocalBackend", "ClassNamesHook", "ResumableCheckpointHook"]
+__all__ = ["AtomicLocalBackend", "ClassNamesHook", "ResumableCheckpointHook", "TimeBudgetHook"]

@@ -1,6 +1,10 @@
-"""Hooks that connect the dataset to the model."""
+"""Training hooks: the dataset's class names for the model, and training for a wall-clock budget."""
 
 from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
 
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
@@ -26,3 +30,86 @@ class ClassNamesHook(Hook):
             if getattr(runner, f"_{name}", None) is not None:  # configured (built on first access)
                 model.class_names = list(getattr(runner, name).dataset.metainfo["classes"])
                 return
+
+
+@HOOKS.register_module()
+class TimeBudgetHook(Hook):
+    """Trains for a wall-clock budget instead of an iteration count, validating every few minutes.
+
+    The clock starts at ``before_train`` and leaves out validation time. After the first iteration
+    that ends past ``budget_minutes`` the loop's iteration limit is set to that iteration, so training
+    ends as if it had been configured that way: the last checkpoint is saved and the final
+    validation runs. Every ``val_every_minutes`` of training it validates (a curve of the metric
+    against minutes); the training minutes are logged beside each validation's metrics as
+    ``train_minutes``.
+
+    With ``time_schedule`` it sets every parameter group's learning rate before each iteration from
+    the elapsed fraction f of the budget: ``start_factor`` rising linearly to 1 over
+    ``warmup_fraction``, then cosine down to ``eta_min_ratio`` at f = 1 (times the group's configured
+    rate). Use it with ``param_scheduler = None``. After ``--resume`` the budget counts anew.
+    """
+
+    priority = "NORMAL"  # the iteration limit must change before the checkpoint hook checks it
+
+    def __init__(
+        self,
+        budget_minutes: float,
+        val_every_minutes: float | None = None,
+        time_schedule: bool = True,
+        warmup_fraction: float = 0.05,
+        start_factor: float = 0.01,
+        eta_min_ratio: float = 0.01,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        if budget_minutes <= 0 or (val_every_minutes is not None and val_every_minutes <= 0):
+            raise ValueError("TimeBudgetHook: budget_minutes and val_every_minutes must be positive")
+        self.budget_s = 60.0 * budget_minutes
+        self.val_every_s = None if val_every_minutes is None else 60.0 * val_every_minutes
+        self.time_schedule = time_schedule
+        self.warmup_fraction = warmup_fraction
+        self.start_factor = start_factor
+        self.eta_min_ratio = eta_min_ratio
+        self.clock = clock
+        self.start = 0.0
+        self.paused_s = 0.0  # validation time, left out of the training clock
+        self.next_val_s = float("inf")
+        self.base_lrs: list[float] = []
+
+    @property
+    def elapsed_s(self) -> float:
+        """Training seconds so far (validation excluded)."""
+        return self.clock() - self.start - self.paused_s
+
+    def lr_factor(self, fraction: float) -> float:
+        """Multiplier of the configured learning rate at ``fraction`` of the budget."""
+        fraction = min(max(fraction, 0.0), 1.0)
+        if fraction < self.warmup_fraction:
+            return self.start_factor + (1 - self.start_factor) * fraction / self.warmup_fraction
+        progress = (fraction - self.warmup_fraction) / (1 - self.warmup_fraction)
+        return self.eta_min_ratio + (1 - self.eta_min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    def before_train(self, runner) -> None:
+        self.base_lrs = [group["lr"] for group in runner.optim_wrapper.param_groups]
+        self.start, self.paused_s = self.clock(), 0.0
+        self.next_val_s = self.val_every_s or float("inf")
+
+    def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
+        if self.time_schedule:
+            factor = self.lr_factor(self.elapsed_s / self.budget_s)
+            for group, base in zip(runner.optim_wrapper.param_groups, self.base_lrs):
+                group["lr"] = base * factor
+
+    def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
+        elapsed = self.elapsed_s
+        if elapsed >= self.budget_s or elapsed >= self.next_val_s:
+            runner.message_hub.update_scalar("val/train_minutes", elapsed / 60.0)
+        if elapsed >= self.budget_s:
+            # this iteration becomes the last: the loop's own end-of-training validation and the
+            # checkpoint hook's last-iteration save then run as for an iteration-limited schedule
+            runner.train_loop._max_iters = runner.iter + 1
+        elif elapsed >= self.next_val_s and runner.val_loop is not None:
+            paused_at = self.clock()
+            runner.val_loop.run()
+            runner.model.train()
+            self.paused_s += self.clock() - paused_at
+            self.next_val_s += self.val_every_s

@@ -61,3 +61,14 @@ def setup_distributed(cfg: Config, launcher: str) -> None:
         torch.distributed.init_process_group(backend="gloo")
     # DDP wraps CPU modules without device ids
     cfg.model_wrapper_cfg = dict(type="MMDistributedDataParallel", device_ids=None, broadcast_buffers=False)
+
+
+def use_time_budget(cfg: Config, minutes: float, val_every_minutes: float | None = None) -> None:
+    """Make an iteration-based config train for ``minutes`` of wall-clock time (``TimeBudgetHook``):
+    no iteration limit, no iteration-based validation, and the learning-rate schedule stretched
+    over the budget in place of the config's ``param_scheduler``."""
+    cfg.train_cfg.max_iters = 10**9  # the hook ends training; ETA in the logs is meaningless here
+    cfg.train_cfg.val_interval = 10**9
+    cfg.param_scheduler = None
+    hook = dict(type="TimeBudgetHook", budget_minutes=minutes, val_every_minutes=val_every_minutes)
+    cfg.custom_hooks = [*cfg.get("custom_hooks", []), hook]
