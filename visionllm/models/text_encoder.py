@@ -8,12 +8,16 @@ import torch
 from torch import Tensor, nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer, BertConfig, BertModel
 
-from visionllm.pretrained import minilm_dir
+from visionllm.pretrained import minilm_dir, smollm2_dir
+
+#: Names of packaged models, accepted wherever a local model directory is.
+PACKAGED_MODELS = {"minilm": minilm_dir, "smollm2": smollm2_dir}
 
 
 def resolve_local_path(path: str, what: str) -> Path:
-    """``'minilm'`` names the packaged MiniLM; anything else must be an existing local directory."""
-    resolved = minilm_dir() if path == "minilm" else Path(path).expanduser()
+    """A name in ``PACKAGED_MODELS`` (``'minilm'``, ``'smollm2'``) gives that packaged model's directory;
+    anything else must be an existing local directory."""
+    resolved = PACKAGED_MODELS[path]() if path in PACKAGED_MODELS else Path(path).expanduser()
     if not resolved.is_dir():
         raise FileNotFoundError(f"{what}: '{path}' is not a local directory (weights are never downloaded)")
     return resolved

@@ -1,0 +1,28 @@
+# Small VisionLLM (pretrained EfficientNet-Lite0, MiniLM and SmolLM2-135M with LoRA) fine-tuned on COCO128,
+# as visionllm_tiny_coco128.py does with the tiny model: train = val, 128 px pipelines from the synthetic
+# set, paths assuming ../shared/data/coco128 beside the checkout.
+_base_ = ["visionllm_small_synthetic.py"]
+
+data_root = "../shared/data/coco128/"
+ann_file = "annotations/instances_train2017.json"
+synthetic = None  # real data: nothing to generate
+
+# the eval instruction lists every COCO class: 80 class references (the model's max_classes), 60 slots.
+# Detection only: a segmentation object is 33 tokens, so 60 slots make ~2k-token sequences through
+# SmolLM2's 30 layers (2 CPU cores shared with another run: 4 min per iteration; detection alone 1.5 min).
+model = dict(tasks=dict(_delete_=True, detect=dict(weight=1.0)), num_slots=60, eval_task="detect")
+
+_dataset = dict(data_root=data_root, ann_file=ann_file, data_prefix=dict(img="train2017/"))
+train_dataloader = dict(batch_size=2, dataset=_dataset)
+val_dataloader = dict(batch_size=2, dataset=_dataset)
+test_dataloader = val_dataloader
+val_evaluator = dict(ann_file=data_root + ann_file, metric=["bbox"])
+test_evaluator = val_evaluator
+
+max_iters = 2000
+train_cfg = dict(max_iters=max_iters, val_interval=500)
+param_scheduler = [
+    dict(type="LinearLR", start_factor=0.01, by_epoch=False, begin=0, end=50),
+    dict(type="CosineAnnealingLR", by_epoch=False, begin=50, end=max_iters, eta_min_ratio=0.01),
+]
+default_hooks = dict(checkpoint=dict(interval=500))
