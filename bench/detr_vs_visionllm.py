@@ -8,8 +8,8 @@ and dataloaders) each train for the same wall-clock budget, ``--budget-minutes``
 then are evaluated on the synthetic val split with mmdet's CocoMetric. Each model runs in its own
 subprocess (one after the other, so they never share the cores), which reports its own peak RSS
 (``getrusage`` max RSS of that process: model, optimiser, activations; the dataloader worker process is
-not included, and its pipeline is the same for both). A ``TimeBudgetHook`` stops mmengine's
-``IterBasedTrainLoop`` (``train_loop.stop_training``) after the first iteration that ends past the
+not included, and its pipeline is the same for both). ``visionllm.engine.TimeBudgetHook`` (what
+``tools/train.py --time-budget`` uses) ends training after the first iteration that ends past the
 budget; the clock starts at ``before_train`` (after the model is built), evaluation is not counted.
 With ``--schedule time`` (default) the same hook drives both learning rates by elapsed time: linear
 warm-up over the first 5 % of the budget from 1 % of the configured rate, then cosine to 1 % at the end
@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import math
 import os
 import platform
 import resource
@@ -54,7 +53,7 @@ from mmengine.config import Config
 from mmengine.hooks import Hook
 from mmengine.runner import Runner
 
-from visionllm.engine.launch import prepare_synthetic_data
+from visionllm.engine.launch import prepare_synthetic_data, use_time_budget
 from visionllm.registry import MODELS, register_all_modules
 
 REPO = Path(__file__).resolve().parents[1]
@@ -78,71 +77,32 @@ decode_speed = _load_decode_speed()
 
 
 # ---------------------------------------------------------------------------------------------- train
-class TimeBudgetHook(Hook):
-    """Stops training after the first iteration that ends ``budget_s`` seconds after ``before_train``,
-    and records every iteration's wall-clock time.
+class Stopwatch(Hook):
+    """Records each training iteration's wall-clock time, when training ended, how long the final
+    validation took and its metrics."""
 
-    With ``time_schedule`` it also sets every parameter group's learning rate before each iteration from
-    the elapsed fraction f of the budget: ``start_factor`` rising linearly to 1 over ``warmup_fraction``,
-    then cosine down to ``eta_min_ratio`` at f = 1 (times the group's configured rate, lr_mult included).
-    Use it with ``param_scheduler = None``.
-    """
+    priority = "VERY_LOW"
 
-    priority = "VERY_LOW"  # after every other after_train_iter hook (logging, schedulers)
-
-    def __init__(
-        self,
-        budget_s: float,
-        time_schedule: bool = True,
-        warmup_fraction: float = 0.05,
-        start_factor: float = 0.01,
-        eta_min_ratio: float = 0.01,
-        clock=time.perf_counter,
-    ) -> None:
-        self.budget_s = budget_s
-        self.time_schedule = time_schedule
-        self.warmup_fraction = warmup_fraction
-        self.start_factor = start_factor
-        self.eta_min_ratio = eta_min_ratio
-        self.clock = clock
-        self.start: float | None = None
-        self.iter_start: float | None = None
+    def __init__(self) -> None:
         self.iter_times: list[float] = []
-        self.end: float | None = None
-        self.base_lrs: list[float] = []
-
-    def lr_factor(self, fraction: float) -> float:
-        """Multiplier of the configured learning rate at ``fraction`` of the budget."""
-        fraction = min(max(fraction, 0.0), 1.0)
-        if fraction < self.warmup_fraction:
-            return self.start_factor + (1 - self.start_factor) * fraction / self.warmup_fraction
-        progress = (fraction - self.warmup_fraction) / (1 - self.warmup_fraction)
-        return self.eta_min_ratio + (1 - self.eta_min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-
-    @property
-    def elapsed(self) -> float:
-        return self.clock() - self.start
+        self.train_start = self.train_end = self.val_start = self.val_end = 0.0
+        self.metrics: dict[str, float] = {}
 
     def before_train(self, runner) -> None:
-        if self.time_schedule:
-            self.base_lrs = [group["lr"] for group in runner.optim_wrapper.param_groups]
-        self.start = self.clock()
+        self.train_start = time.perf_counter()
 
     def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
-        self.iter_start = self.clock()
-        if self.time_schedule:
-            factor = self.lr_factor(self.elapsed / self.budget_s)
-            for group, base in zip(runner.optim_wrapper.param_groups, self.base_lrs):
-                group["lr"] = base * factor
+        self.iter_start = time.perf_counter()
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
-        now = self.clock()
-        self.iter_times.append(now - self.iter_start)
-        if now - self.start >= self.budget_s:
-            runner.train_loop.stop_training = True
+        self.iter_times.append(time.perf_counter() - self.iter_start)
 
-    def after_train(self, runner) -> None:
-        self.end = self.clock()
+    def before_val(self, runner) -> None:
+        self.val_start = self.train_end = time.perf_counter()
+
+    def after_val_epoch(self, runner, metrics=None) -> None:
+        self.val_end = time.perf_counter()
+        self.metrics = {key: float(value) for key, value in (metrics or {}).items()}
 
 
 def peak_rss_mib() -> float:
@@ -151,45 +111,43 @@ def peak_rss_mib() -> float:
     return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
 
 
-def train_config(config: Path, work_dir: Path, schedule: str) -> Config:
-    """The config made into a budget run: no iteration limit, no validation or checkpoints during
-    training, only the local visualisation backend, and no parameter schedulers under ``time``."""
+def train_config(config: Path, work_dir: Path, budget_minutes: float, schedule: str) -> Config:
+    """The config made into a budget run (``TimeBudgetHook``: validation once, at the end), without
+    checkpoints, with only the local visualisation backend, and under ``config`` with the config's
+    own iteration-based parameter schedulers instead of the time-based schedule."""
     cfg = Config.fromfile(config)
     cfg.work_dir = str(work_dir)
-    cfg.train_cfg.max_iters = 10**9
-    cfg.train_cfg.val_interval = 10**9
+    param_scheduler = cfg.param_scheduler
+    use_time_budget(cfg, budget_minutes)
+    cfg.custom_hooks[-1]["time_schedule"] = schedule == "time"
+    if schedule == "config":
+        cfg.param_scheduler = param_scheduler
     cfg.default_hooks.checkpoint = None
     cfg.vis_backends = [dict(type="LocalVisBackend")]
     cfg.visualizer.vis_backends = cfg.vis_backends
-    if schedule == "time":
-        cfg.param_scheduler = None
     return cfg
 
 
 def train_and_evaluate(name: str, budget_s: float, work_dir: Path, schedule: str) -> dict[str, Any]:
     """Train ``name`` for ``budget_s`` seconds, evaluate it on the val split; runs in the worker process
     (working directory: the repository, which the configs' data paths are relative to)."""
-    cfg = train_config(MODELS_UNDER_TEST[name], work_dir, schedule)
+    cfg = train_config(MODELS_UNDER_TEST[name], work_dir, budget_s / 60.0, schedule)
     prepare_synthetic_data(cfg)
     runner = Runner.from_cfg(cfg)
-    hook = TimeBudgetHook(budget_s, time_schedule=schedule == "time")
-    runner.register_hook(hook)
-    runner.train()
-    train_rss = peak_rss_mib()
-    start = time.perf_counter()
-    metrics = runner.val()
-    eval_s = time.perf_counter() - start
+    watch = Stopwatch()
+    runner.register_hook(watch)
+    runner.train()  # ends with the loop's own validation
     model = runner.model
     batch_size = cfg.train_dataloader.batch_size
-    metrics = {key: float(value) for key, value in metrics.items()}
+    metrics = dict(watch.metrics)
     # CocoMetric returns no numbers when the model predicted no object at all (an untrained VisionLLM
     # can answer <noobj> for every slot): that scores 0
     no_predictions = not metrics
     for kind in cfg.val_evaluator.metric:
         for suffix in ("", "_50", "_75", "_s", "_m", "_l"):
             metrics.setdefault(f"coco/{kind}_mAP{suffix}", 0.0)
-    iterations = len(hook.iter_times)
-    train_s = hook.end - hook.start
+    iterations = len(watch.iter_times)
+    train_s = watch.train_end - watch.train_start
     return dict(
         model=name,
         config=os.path.relpath(MODELS_UNDER_TEST[name], REPO),
@@ -199,10 +157,9 @@ def train_and_evaluate(name: str, budget_s: float, work_dir: Path, schedule: str
         iterations=iterations,
         train_s=train_s,
         images_per_s=iterations * batch_size / train_s,
-        iter_times_s=hook.iter_times,
-        peak_rss_train_mib=train_rss,
+        iter_times_s=watch.iter_times,
         peak_rss_mib=peak_rss_mib(),
-        eval_s=eval_s,
+        eval_s=watch.val_end - watch.val_start,
         threads=torch.get_num_threads(),
         metrics=metrics,
         no_predictions=no_predictions,
@@ -267,7 +224,7 @@ def train_table(report: dict) -> str:
         steady = row["steady_images_per_s"]
         lines.append(
             f"| {LABELS[name]} | {row['params'] / 1e6:.2f} | {row['iterations']} | {row['images_per_s']:.1f} "
-            f"| {'-' if steady is None else f'{steady:.1f}'} | {row['peak_rss_train_mib']:.0f} "
+            f"| {'-' if steady is None else f'{steady:.1f}'} | {row['peak_rss_mib']:.0f} "
             f"| {metrics['coco/bbox_mAP']:.3f} | {metrics['coco/bbox_mAP_50']:.3f} "
             f"| {'-' if segm is None else f'{segm:.3f}'} |"
         )
