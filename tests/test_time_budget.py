@@ -33,6 +33,7 @@ class AdvanceClock(Hook):
         self.clock = clock
         self.lrs: list[float] = []
         self.val_minutes: list[float] = []
+        self.etas: list[float] = []
 
     def before_train_iter(self, runner, batch_idx, data_batch=None) -> None:
         self.lrs.append(runner.optim_wrapper.param_groups[0]["lr"])
@@ -40,6 +41,9 @@ class AdvanceClock(Hook):
 
     def before_val(self, runner) -> None:
         self.clock.now += SECONDS_PER_VAL
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
+        self.etas.append(runner.message_hub.get_info("eta"))
 
     def after_val_epoch(self, runner, metrics=None) -> None:
         self.val_minutes.append(runner.message_hub.get_scalar("val/train_minutes").current())
@@ -86,6 +90,7 @@ def test_budget_ends_training_validates_on_the_minute_and_saves_the_last_checkpo
     # 12 iterations of 10 s reach the 2-minute budget; the 3 x 100 s of validation do not count
     assert runner.iter == 12
     assert advance.val_minutes == [0.5, 1.0, 1.5, 2.0]  # three on the way, the loop's own final validation
+    assert advance.etas[:3] == [110.0, 100.0, 90.0]  # the training time left, in seconds
     assert (tmp_path / "iter_12.pth").is_file()  # the last-iteration checkpoint, as for max_iters=12
     # warm-up from 1 % of the rate, then cosine down over the budget
     assert advance.lrs[0] == 0.1 * budget.start_factor

@@ -41,7 +41,7 @@ class TimeBudgetHook(Hook):
     ends as if it had been configured that way: the last checkpoint is saved and the final
     validation runs. Every ``val_every_minutes`` of training it validates (a curve of the metric
     against minutes); the training minutes are logged beside each validation's metrics as
-    ``train_minutes``.
+    ``train_minutes``, and the logged ETA is the training time left.
 
     With ``time_schedule`` it sets every parameter group's learning rate before each iteration from
     the elapsed fraction f of the budget: ``start_factor`` rising linearly to 1 over
@@ -113,3 +113,5 @@ class TimeBudgetHook(Hook):
             runner.model.train()
             self.paused_s += self.clock() - paused_at
             self.next_val_s += self.val_every_s
+        # the logged ETA: training time left (IterTimerHook's counts towards max_iters)
+        runner.message_hub.update_info("eta", max(self.budget_s - elapsed, 0.0))

@@ -67,7 +67,7 @@ def use_time_budget(cfg: Config, minutes: float, val_every_minutes: float | None
     """Make an iteration-based config train for ``minutes`` of wall-clock time (``TimeBudgetHook``):
     no iteration limit, no iteration-based validation, and the learning-rate schedule stretched
     over the budget in place of the config's ``param_scheduler``."""
-    cfg.train_cfg.max_iters = 10**9  # the hook ends training; ETA in the logs is meaningless here
+    cfg.train_cfg.max_iters = 10**9  # the hook ends training
     cfg.train_cfg.val_interval = 10**9
     cfg.param_scheduler = None
     hook = dict(type="TimeBudgetHook", budget_minutes=minutes, val_every_minutes=val_every_minutes)
