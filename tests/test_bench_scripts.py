@@ -146,3 +146,24 @@ def test_detr_vs_visionllm_trains_both_for_a_tiny_budget(tmp_path):
     assert "coco/segm_mAP" not in report["models"]["deformable_detr"]["metrics"]
     assert report["bbox_mAP_ratio"] is None or report["bbox_mAP_ratio"] >= 0
     assert "| VisionLLM (tiny) |" in stdout and "| Deformable DETR (tiny) |" in stdout
+
+
+def test_map_curve_reads_the_validations_of_time_budgeted_runs(tmp_path):
+    map_curve = load_bench("map_curve")
+    logs = tmp_path / "run" / "20260101_000000" / "vis_data"
+    logs.mkdir(parents=True)
+    records = [
+        dict(loss=3.0, step=10),  # a training record: no metric
+        dict(train_minutes=5.02, step=120, **{"coco/bbox_mAP": 0.01}),
+        dict(train_minutes=10.0, step=240, **{"coco/bbox_mAP": 0.03}),
+    ]
+    (logs / "scalars.json").write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    curve = map_curve.read_curve(tmp_path / "run", "coco/bbox_mAP")
+    assert curve == [(5.02, 0.01, 120), (10.0, 0.03, 240)]
+    table = map_curve.format_table({"tiny": curve, "other": curve[:1]}, "coco/bbox_mAP")
+    assert "| tiny | 0.010 (5.0 min, it 120) | 0.030 (10.0 min, it 240) |" in table
+    assert "| other | 0.010 (5.0 min, it 120) |  |" in table
+    with pytest.raises(ValueError, match="--time-budget"):
+        map_curve.read_curve(tmp_path / "run", "coco/segm_mAP")
+    with pytest.raises(FileNotFoundError, match="scalars.json"):
+        map_curve.read_curve(tmp_path, "coco/bbox_mAP")
