@@ -76,10 +76,10 @@ def match_counts(
 class GroundTruth:
     """A COCO annotation file as per-image lists of (class name, xyxy box), crowd regions left out."""
 
-    def __init__(self, ann_file: Path) -> None:
+    def __init__(self, ann_file: Path, max_images: int | None = None) -> None:
         self.coco = COCO(str(ann_file))
         self.names = {c["id"]: c["name"] for c in self.coco.loadCats(self.coco.getCatIds())}
-        self.image_ids = sorted(self.coco.getImgIds())
+        self.image_ids = sorted(self.coco.getImgIds())[:max_images]
         self.counts = Counter(
             self.names[a["category_id"]] for a in self.coco.loadAnns(self.coco.getAnnIds(iscrowd=False))
         )
@@ -189,18 +189,20 @@ def main() -> None:
     parser.add_argument("--classes", nargs="+", default=["person", "dog"])
     parser.add_argument("--score-thr", type=float, default=0.3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-images", type=int, help="only the first N images (by id)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
 
     predictor = Predictor.from_checkpoint(args.config, args.checkpoint)
-    truth = GroundTruth(args.data_root / args.ann_file)
+    truth = GroundTruth(args.data_root / args.ann_file, args.max_images)
     rows = run(predictor, truth, args.data_root / args.img_dir, args.classes, args.score_thr, args.seed)
     print(f"\nasked classes: {', '.join(args.classes)}; IoU {IOU_THRESHOLD}, score >= {args.score_thr}\n")
     print(format_table(rows))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         meta = dict(config=args.config, checkpoint=str(args.checkpoint), classes=args.classes,
-                    score_thr=args.score_thr, machine=platform.platform())  # fmt: skip
+                    score_thr=args.score_thr, max_images=args.max_images,
+                    machine=platform.platform())  # fmt: skip
         args.out.write_text(json.dumps(dict(meta=meta, rows=rows), indent=2) + "\n")
 
 

@@ -167,3 +167,17 @@ def test_map_curve_reads_the_validations_of_time_budgeted_runs(tmp_path):
         map_curve.read_curve(tmp_path / "run", "coco/segm_mAP")
     with pytest.raises(FileNotFoundError, match="scalars.json"):
         map_curve.read_curve(tmp_path, "coco/bbox_mAP")
+
+
+def test_instruction_subset_matching_counts_wrong_classes_and_duplicates_as_false():
+    match_counts = load_bench("instruction_subset").match_counts
+    truths = [("dog", [0, 0, 10, 10]), ("cat", [20, 20, 30, 30])]
+    detections = [
+        ("dog", 0.9, [0, 0, 10, 10]),  # true positive
+        ("dog", 0.8, [0, 0, 10, 9]),  # the same dog again: false
+        ("dog", 0.7, [20, 20, 30, 30]),  # the cat, called "dog": false
+        ("cat", 0.6, [21, 20, 30, 30]),  # true positive (IoU 0.9)
+    ]
+    assert match_counts(detections, truths) == (2, 2, 2)
+    assert match_counts([], truths) == (0, 0, 2)
+    assert match_counts(detections[:1], []) == (0, 1, 0)
