@@ -7,6 +7,8 @@ minutes before it (``train_minutes``; validation time excluded)::
     python tools/train.py configs/visionllm_tiny_coco128.py --work-dir work_dirs/coco128_tiny \\
         --time-budget 20 --val-every 5
     python bench/map_curve.py work_dirs/coco128_tiny work_dirs/coco128_small --out bench/results/coco128.json
+
+(``step`` is the iteration with the runtime config's ``log_metric_by_epoch=False``.)
 """
 
 from __future__ import annotations

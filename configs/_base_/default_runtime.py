@@ -26,7 +26,7 @@ env_cfg = dict(
 
 default_hooks = dict(
     timer=dict(type="IterTimerHook"),
-    logger=dict(type="LoggerHook", interval=10),
+    logger=dict(type="LoggerHook", interval=10, log_metric_by_epoch=False),  # metrics keyed by iteration
     param_scheduler=dict(type="ParamSchedulerHook"),
     # mmengine's CheckpointHook made atomic, pruning after the save, and storing RNG states for --resume
     checkpoint=dict(type="ResumableCheckpointHook", by_epoch=False, interval=500, max_keep_ckpts=3),
