@@ -3,15 +3,13 @@ hook, and the Deformable DETR baseline config sharing the tiny VisionLLM's backb
 
 import importlib.util
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
 from mmengine.config import Config
 
 from tests.conftest import REPO
+from tests.tiny_runs import run
 from visionllm.registry import register_all_modules
 
 
@@ -22,24 +20,10 @@ def load_bench(name: str):
     return module
 
 
-def run_script(args: list[str], timeout: float) -> str:
-    proc = subprocess.run(
-        [sys.executable, *args],
-        cwd=REPO,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        timeout=timeout,
-    )
-    assert proc.returncode == 0, f"{args} exited {proc.returncode}:\n{proc.stdout[-6000:]}"
-    return proc.stdout
-
-
 def test_full_scale_bench_runs_tiny_on_cpu_and_counts_the_same_model_flops_in_both_modes(tmp_path):
     out = tmp_path / "full_scale.json"
     # the docstring's CPU command, shrunk (batch 2, one latency row) to keep the test short
-    stdout = run_script(
+    stdout = run(
         [
             "bench/full_scale_gpu.py",
             "--config",
@@ -63,6 +47,7 @@ def test_full_scale_bench_runs_tiny_on_cpu_and_counts_the_same_model_flops_in_bo
             "--out",
             str(out),
         ],
+        cwd=REPO,
         timeout=300,
     )
     report = json.loads(out.read_text())
@@ -120,7 +105,7 @@ def test_detr_vs_visionllm_speed_part_times_all_three_at_the_requested_count():
 @pytest.mark.slow
 def test_detr_vs_visionllm_trains_both_for_a_tiny_budget(tmp_path):
     out = tmp_path / "detr_vs_visionllm.json"
-    stdout = run_script(
+    stdout = run(
         [
             "bench/detr_vs_visionllm.py",
             "--parts",
@@ -134,6 +119,7 @@ def test_detr_vs_visionllm_trains_both_for_a_tiny_budget(tmp_path):
             "--out",
             str(out),
         ],
+        cwd=REPO,
         timeout=600,
     )
     report = json.loads(out.read_text())["train"]
