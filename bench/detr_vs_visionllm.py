@@ -117,11 +117,7 @@ def train_config(config: Path, work_dir: Path, budget_minutes: float, schedule: 
     own iteration-based parameter schedulers instead of the time-based schedule."""
     cfg = Config.fromfile(config)
     cfg.work_dir = str(work_dir)
-    param_scheduler = cfg.param_scheduler
-    use_time_budget(cfg, budget_minutes)
-    cfg.custom_hooks[-1]["time_schedule"] = schedule == "time"
-    if schedule == "config":
-        cfg.param_scheduler = param_scheduler
+    use_time_budget(cfg, budget_minutes, time_schedule=schedule == "time")
     cfg.default_hooks.checkpoint = None
     cfg.vis_backends = [dict(type="LocalVisBackend")]
     cfg.visualizer.vis_backends = cfg.vis_backends

@@ -63,12 +63,20 @@ def setup_distributed(cfg: Config, launcher: str) -> None:
     cfg.model_wrapper_cfg = dict(type="MMDistributedDataParallel", device_ids=None, broadcast_buffers=False)
 
 
-def use_time_budget(cfg: Config, minutes: float, val_every_minutes: float | None = None) -> None:
+def use_time_budget(
+    cfg: Config, minutes: float, val_every_minutes: float | None = None, time_schedule: bool = True
+) -> None:
     """Make an iteration-based config train for ``minutes`` of wall-clock time (``TimeBudgetHook``):
-    no iteration limit, no iteration-based validation, and the learning-rate schedule stretched
-    over the budget in place of the config's ``param_scheduler``."""
+    no iteration limit, no iteration-based validation, and (with ``time_schedule``) the learning-rate
+    schedule stretched over the budget in place of the config's ``param_scheduler``."""
     cfg.train_cfg.max_iters = 10**9  # the hook ends training
     cfg.train_cfg.val_interval = 10**9
-    cfg.param_scheduler = None
-    hook = dict(type="TimeBudgetHook", budget_minutes=minutes, val_every_minutes=val_every_minutes)
+    if time_schedule:
+        cfg.param_scheduler = None
+    hook = dict(
+        type="TimeBudgetHook",
+        budget_minutes=minutes,
+        val_every_minutes=val_every_minutes,
+        time_schedule=time_schedule,
+    )
     cfg.custom_hooks = [*cfg.get("custom_hooks", []), hook]
