@@ -53,11 +53,26 @@ def make_sample() -> DetDataSample:
 def test_loss_is_finite_and_reaches_every_part(model):
     model.train()
     losses = model.loss(torch.randn(2, 3, CANVAS, CANVAS), [make_sample(), make_sample()])
-    assert set(losses) == {"loss_slot_cls", "loss_slot_bin", "loss_slot_l1", "loss_sequence"}
+    assert set(losses) == {
+        "loss_slot_cls",
+        "loss_slot_bin",
+        "loss_slot_l1",
+        "loss_sequence",
+        "loss_token_cls",
+        "loss_token_bbox",
+        "loss_token_iou",
+    }
     assert all(torch.isfinite(v) for v in losses.values())
     model.zero_grad()
     sum(losses.values()).backward()
-    for name in ("image_tokenizer.backbone", "image_tokenizer.text_encoder", "llm.llm", "llm.class_query"):
+    for name in (
+        "image_tokenizer.backbone",
+        "image_tokenizer.text_encoder",
+        "image_tokenizer.box_head",
+        "image_tokenizer.class_proj",
+        "llm.llm",
+        "llm.class_query",
+    ):
         grads = [p.grad for n, p in model.named_parameters() if n.startswith(name) and p.grad is not None]
         assert grads and any(g.abs().sum() > 0 for g in grads), f"no gradient reaches {name}"
     assert model.slot_embed.grad.abs().sum() > 0
@@ -125,3 +140,22 @@ def test_loss_falls_back_to_another_task_when_grounding_has_no_referent():
     empty.set_metainfo(dict(instance_attributes=[]))
     losses = MODELS.build(cfg).loss(torch.randn(1, 3, CANVAS, CANVAS), [empty])
     assert all(torch.isfinite(v) for v in losses.values())
+
+
+def test_token_loss_matches_each_object_to_one_token_and_vanishes_when_tokens_are_right():
+    register_all_modules()
+    loss = MODELS.build(dict(type="TokenDetectionLoss"))
+    gt_boxes = torch.tensor([[8.0, 8.0, 24.0, 40.0], [32.0, 16.0, 64.0, 32.0]])  # xyxy, canvas 64 x 64
+    gt_classes = torch.tensor([1, 0])
+    # token 2 sits exactly on object 0 and token 0 on object 1; token 1 is elsewhere
+    exact = torch.tensor([[48.0, 24.0, 32.0, 16.0], [10.0, 50.0, 8.0, 8.0], [16.0, 24.0, 16.0, 32.0]]) / 64
+    confident = torch.full((3, 2), -9.0)
+    confident[2, 1] = confident[0, 0] = 9.0  # each matched token names its object's class
+    right = loss(exact[None], [confident], [gt_boxes], [gt_classes], canvas=(64, 64))
+    assert right["loss_token_bbox"] < 1e-6 and right["loss_token_iou"] < 1e-6
+    assert right["loss_token_cls"] < 1e-3
+    swapped = confident[:, [1, 0]]  # the right boxes name the wrong classes: some loss must rise
+    wrong = loss(exact[None], [swapped], [gt_boxes], [gt_classes], canvas=(64, 64))
+    assert sum(wrong.values()) > 1.0
+    moved = loss((exact + 0.1)[None], [confident], [gt_boxes], [gt_classes], canvas=(64, 64))
+    assert moved["loss_token_bbox"] > 0.1 and moved["loss_token_iou"] > 0.1

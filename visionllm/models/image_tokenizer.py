@@ -5,7 +5,10 @@
     each level: visual tokens cross-attend to the instruction (the language guidance)
     deformable encoder over all levels (mmdet Deformable DETR layers)
     M learned queries --deformable decoder--> (B,M,d) + reference points (B,M,2)
-    --MLP--> (B,M,D_llm), plus a projection of each token's reference-point encoding
+    each token --box MLP--> a box (B,M,4) refined from its reference point; it can score classes
+    against the class names' text features (``class_logits``), so a DETR-style loss on the tokens
+    (``TokenDetectionLoss``) makes them localise before the LLM reads them
+    --MLP--> (B,M,D_llm), plus a projection of each token's box encoding (the LLM reads where it is)
 
 The whole padded canvas is treated as valid: location bins are defined over the padded input, so
 the padding is part of the picture the model reasons about and no masks are needed.
@@ -13,19 +16,35 @@ the padding is part of the picture the model reasons about and no masks are need
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
-from mmdet.models.layers import SinePositionalEncoding
+from mmdet.models.layers import MLP, SinePositionalEncoding
 from mmdet.models.layers.transformer import (
     DeformableDetrTransformerDecoder,
     DeformableDetrTransformerEncoder,
     coordinate_to_encoding,
+    inverse_sigmoid,
 )
-from mmengine.model import BaseModule
+from mmengine.model import BaseModule, bias_init_with_prob
 from torch import Tensor, nn
 
 from visionllm.models.backbones import build_backbone
 from visionllm.models.text_encoder import TextEncoder
 from visionllm.registry import MODELS
+
+
+@dataclass
+class VisualTokens:
+    """The tokenizer's output: what the LLM reads and what the token-level detection loss scores.
+
+    ``embeds`` (B,M,D_llm) go into the LLM; ``features`` (B,M,d) are the decoder's token states;
+    ``boxes`` (B,M,4) are each token's box as normalised (cx, cy, w, h) over the padded input.
+    """
+
+    embeds: Tensor
+    features: Tensor
+    boxes: Tensor
 
 
 class TextCrossAttention(nn.Module):
@@ -92,19 +111,27 @@ class LanguageGuidedImageTokenizer(BaseModule):
         )
         self.query_embed = nn.Embedding(num_queries, 2 * embed_dims)  # content + position halves
         self.reference_points = nn.Linear(embed_dims, 2)
+        self.box_head = MLP(embed_dims, embed_dims, 4, 3)  # offsets to the reference point, logit space
+        self.class_proj = nn.Linear(embed_dims, embed_dims)  # token side of the class-name similarity
+        self.class_bias = nn.Parameter(torch.tensor(bias_init_with_prob(0.01)))  # focal-loss prior
         self.llm_proj = nn.Sequential(
             nn.Linear(embed_dims, llm_dims), nn.GELU(), nn.Linear(llm_dims, llm_dims)
         )
-        # where each token looked: the LLM reads absolute positions from it (bins are absolute)
-        self.position_proj = nn.Linear(embed_dims, llm_dims)
+        # where each token's object is: the LLM reads absolute positions from it (bins are absolute)
+        self.position_proj = nn.Linear(2 * embed_dims, llm_dims)
         nn.init.normal_(self.level_embed, std=0.02)
+        # start at the reference point with small boxes, as Deformable DETR's box branch
+        nn.init.zeros_(self.box_head.layers[-1].weight)
+        nn.init.constant_(self.box_head.layers[-1].bias, 0.0)
+        with torch.no_grad():
+            self.box_head.layers[-1].bias[2:] = -2.0
 
     @property
     def num_queries(self) -> int:
         return self.query_embed.num_embeddings
 
-    def forward(self, images: Tensor, instructions: list[str]) -> tuple[Tensor, Tensor]:
-        """Returns visual tokens (B,M,D_llm) and their reference points (B,M,2) in [0,1] (x, y)."""
+    def forward(self, images: Tensor, instructions: list[str]) -> VisualTokens:
+        """Visual tokens of each image, guided by its instruction (plain text, no task tokens)."""
         text, text_padding = self.text_encoder(instructions, device=images.device)  # (B,L,d_t), (B,L)
         text = self.text_proj(text)  # (B,L,d)
 
@@ -143,5 +170,27 @@ class LanguageGuidedImageTokenizer(BaseModule):
             level_start_index=level_start_index,
             valid_ratios=valid_ratios,
         )  # (B,M,d)
-        position = coordinate_to_encoding(reference_points, num_feats=dims // 2)  # (B,M,d)
-        return self.llm_proj(tokens) + self.position_proj(position), reference_points
+        offsets = self.box_head(tokens)  # (B,M,4)
+        boxes = torch.cat(
+            [offsets[..., :2] + inverse_sigmoid(reference_points), offsets[..., 2:]], -1
+        ).sigmoid()  # (B,M,4) cx, cy, w, h
+        position = coordinate_to_encoding(boxes.detach(), num_feats=dims // 2)  # (B,M,2d)
+        embeds = self.llm_proj(tokens) + self.position_proj(position)
+        return VisualTokens(embeds=embeds, features=tokens, boxes=boxes)
+
+    def class_logits(self, features: Tensor, class_lists: list[list[str]]) -> list[Tensor]:
+        """Per image, (M, n_i) logits that each token shows each of its request's classes.
+
+        A class is the mean of its name's text-encoder features (encoded alone, so a long class list is
+        never truncated); a token scores it by scaled dot product, as open-vocabulary detectors do.
+        """
+        names = sorted({name for classes in class_lists for name in classes})
+        hidden, padding = self.text_encoder(names, device=features.device)  # (U,L,d_t), (U,L)
+        keep = (~padding).unsqueeze(-1).to(hidden.dtype)
+        name_features = self.text_proj((hidden * keep).sum(1) / keep.sum(1))  # (U,d)
+        index = {name: i for i, name in enumerate(names)}
+        token_side = self.class_proj(features) / features.shape[-1] ** 0.5  # (B,M,d)
+        return [
+            token_side[b] @ name_features[[index[n] for n in classes]].T + self.class_bias
+            for b, classes in enumerate(class_lists)
+        ]

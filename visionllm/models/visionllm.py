@@ -1,7 +1,8 @@
 """VisionLLM: image + instruction -> language-guided visual tokens -> LLM -> task tokens -> objects.
 
     images (B,3,H,W), requests (task, class list, instruction text)
-      image_tokenizer(images, plain instruction text)   -> visual tokens (B,M,D)
+      image_tokenizer(images, plain instruction text)   -> visual tokens (B,M,D) + their boxes
+      training: a DETR-style loss on the tokens' boxes and classes (``token_loss``), so they localise
       prompt ids: <image>*M + instruction tokens        -> (B,T) with the visual tokens spliced in
       training: parallel slots (Hungarian-matched set loss) and/or teacher-forced autoregressive loss
       predict:  parallel (one pass) or autoregressive (grammar-constrained greedy) decoding
@@ -31,7 +32,7 @@ from visionllm.models.decoding import (
 )
 from visionllm.models.image_tokenizer import LanguageGuidedImageTokenizer
 from visionllm.models.llm import LanguageModel
-from visionllm.models.loss import SlotLoss, expected_bins, sequence_loss
+from visionllm.models.loss import SlotLoss, TokenDetectionLoss, expected_bins, sequence_loss
 from visionllm.models.matcher import HungarianMatcher
 from visionllm.models.serialization import PretrainedMixin, init_kwargs
 from visionllm.registry import MODELS
@@ -56,6 +57,7 @@ class VisionLLM(PretrainedMixin, BaseModel):
         train_modes: decoders trained each step, from ``DECODE_MODES``.
         decode_mode: the decoder ``predict`` uses unless a data sample asks for another.
         max_objects: cap on objects per image in autoregressive decoding.
+        token_loss: kwargs of ``TokenDetectionLoss`` on the visual tokens; None turns it off.
         class_names: the dataset's classes (set from the dataset by ``ClassNamesHook`` when None).
     """
 
@@ -71,6 +73,7 @@ class VisionLLM(PretrainedMixin, BaseModel):
         max_objects: int = 100,
         matcher: dict | None = None,
         slot_loss: dict | None = None,
+        token_loss: dict | None = None,
         sequence_loss_weight: float = 1.0,
         class_names: Sequence[str] | None = None,
         data_preprocessor: dict | None = None,
@@ -100,6 +103,7 @@ class VisionLLM(PretrainedMixin, BaseModel):
         self.max_objects = max_objects
         self.matcher = HungarianMatcher(**(matcher or {}))
         self.slot_loss = SlotLoss(**(slot_loss or {}))
+        self.token_loss = TokenDetectionLoss(**token_loss) if token_loss is not None else None
         self.sequence_loss_weight = sequence_loss_weight
         self.class_names = list(class_names) if class_names is not None else None
         self.grammar = Grammar(self.llm.vocab.num_tokens)
@@ -173,7 +177,7 @@ class VisionLLM(PretrainedMixin, BaseModel):
             return self.predict(inputs, data_samples)
         if mode == "tensor":
             request = self.tasks[self.eval_task].request_for_eval(self._class_names())
-            return self.image_tokenizer(inputs, [request.plain_text] * inputs.shape[0])[0]
+            return self.image_tokenizer(inputs, [request.plain_text] * inputs.shape[0]).embeds
         raise ValueError(f"mode '{mode}' is not one of loss, predict, tensor")
 
     # ------------------------------------------------------------------ train
@@ -188,8 +192,22 @@ class VisionLLM(PretrainedMixin, BaseModel):
             task, request = self._sample_request(annotations, rng)
             queries.append(self._query(task, request))
             targets.append(task.encode_objects(request, annotations, self._class_names()))
-        visual, _ = self.image_tokenizer(inputs, [q.request.plain_text for q in queries])
+        tokens = self.image_tokenizer(inputs, [q.request.plain_text for q in queries])
+        visual = tokens.embeds
         losses: dict[str, Tensor] = {}
+        if self.token_loss is not None:
+            class_logits = self.image_tokenizer.class_logits(
+                tokens.features, [q.request.classes for q in queries]
+            )
+            losses.update(
+                self.token_loss(
+                    tokens.boxes,
+                    class_logits,
+                    [t.boxes for t in targets],
+                    [t.class_index for t in targets],
+                    canvas=tuple(inputs.shape[-2:]),
+                )
+            )
         if "parallel" in self.train_modes:
             losses.update(self._parallel_loss(visual, queries, targets))
         if "autoregressive" in self.train_modes:
@@ -276,7 +294,7 @@ class VisionLLM(PretrainedMixin, BaseModel):
             )
             queries.append(self._query(self.tasks[request.task], request))
         mode = data_samples[0].metainfo.get("decode_mode", self.decode_mode)
-        visual, _ = self.image_tokenizer(inputs, [q.request.plain_text for q in queries])
+        visual = self.image_tokenizer(inputs, [q.request.plain_text for q in queries]).embeds
         if mode == "parallel":
             decoded = decode_parallel(self.llm, self.grammar, visual, queries, self.slot_embed)
         elif mode == "autoregressive":
