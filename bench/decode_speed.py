@@ -58,9 +58,11 @@ class ExactCountGrammar(Grammar):
 
 
 def build_model(config: str, num_objects: int, device: torch.device) -> VisionLLM:
-    """The config's model with ``num_objects`` parallel slots and autoregressive objects."""
+    """The config's model with ``num_objects`` parallel slots and autoregressive objects, and at least
+    as many visual tokens (each slot starts from one, as each Deformable DETR query is one object)."""
     cfg = Config.fromfile(config).model
     cfg.update(class_names=list(CLASSES), num_slots=num_objects, max_objects=num_objects)
+    cfg.image_tokenizer.num_queries = max(cfg.image_tokenizer.num_queries, num_objects)
     torch.manual_seed(0)
     model = MODELS.build(cfg).to(device).eval()
     model.grammar = ExactCountGrammar(model.vocab.num_tokens, model.vocab.to_local(model.vocab.eoo_id))

@@ -159,3 +159,26 @@ def test_token_loss_matches_each_object_to_one_token_and_vanishes_when_tokens_ar
     assert sum(wrong.values()) > 1.0
     moved = loss((exact + 0.1)[None], [confident], [gt_boxes], [gt_classes], canvas=(64, 64))
     assert moved["loss_token_bbox"] > 0.1 and moved["loss_token_iou"] > 0.1
+
+
+def test_parallel_slots_start_from_the_most_confident_tokens_and_their_detections(model):
+    model.eval()
+    request = model.tasks["detect"].request_for_eval(CLASSES)
+    query = model._query(model.tasks["detect"], request)
+    with torch.no_grad():
+        tokens = model.image_tokenizer(torch.randn(1, 3, CANVAS, CANVAS), [request.plain_text])
+        class_logits = model.image_tokenizer.class_logits(tokens.features, [request.classes])
+        slots, priors = model._slot_inputs(tokens, class_logits, [query], [CANVAS])
+    num_slots = model.slot_embed.shape[0]
+    assert slots.shape == (1, num_slots, model.llm.hidden_size) and len(priors) == 1
+    chosen = class_logits[0].max(-1).values.topk(num_slots).indices.sort().values
+    vocab = model.vocab
+    # class prior: the chosen tokens' class logits on <c0>..<c2>, nothing on <noobj>
+    torch.testing.assert_close(priors[0][:, 0, vocab.class_local_ids(len(CLASSES))], class_logits[0][chosen])
+    assert (priors[0][:, 0, vocab.to_local(vocab.noobj_id)] == 0).all()
+    # location prior: peaks at the bins of each chosen token's box
+    box = tokens.boxes[0, chosen]
+    xyxy = torch.cat([box[:, :2] - box[:, 2:] / 2, box[:, :2] + box[:, 2:] / 2], 1) * CANVAS
+    peaks = priors[0][:, 1:, vocab.bin_local_ids()].argmax(-1)
+    expected = torch.as_tensor(model.tasks["detect"].geometry_from_boxes(xyxy.numpy(), CANVAS)).round()
+    assert (peaks - expected).abs().max() <= 1

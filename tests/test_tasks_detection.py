@@ -168,3 +168,14 @@ def test_build_task_accepts_names_synonyms_and_configs(vocab):
     assert isinstance(segment, SegmentationTask) and segment.object_length == 17
     with pytest.raises(ValueError, match="supported tasks"):
         build_task("caption", vocab)
+
+
+def test_a_box_prior_sits_on_the_bins_of_the_box(detect, vocab):
+    canvas = 100
+    boxes = np.array([[10.0, 20.0, 55.0, 90.0], [-5.0, 0.0, 120.0, 40.0]])
+    coords = detect.geometry_from_boxes(boxes, canvas)
+    assert coords.shape == (2, 4)
+    inside = np.clip(boxes[0], 0, canvas)
+    # the centre of the bin each coordinate falls in is within half a bin of the fractional position
+    assert np.abs(coords[0] - vocab.quantize(inside, canvas)).max() <= 0.5
+    assert coords.min() >= 0 and coords.max() <= vocab.num_bins - 1  # clipped to the bins

@@ -131,3 +131,18 @@ def test_the_number_of_points_is_configurable(vocab):
     assert task.format_tokens == ["<cls>"] + ["<px>", "<py>"] * 5 and task.object_length == 11
     with pytest.raises(ValueError):
         SegmentationTask(vocab, num_points=2)
+
+
+def test_a_box_prior_is_its_outline_in_target_order(segment, vocab):
+    canvas = 64
+    box = np.array([8.0, 16.0, 40.0, 32.0])
+    coords = segment.geometry_from_boxes(box[None], canvas)  # (1, 2K) fractional bins
+    assert coords.shape == (1, 2 * segment.num_points)
+    points = (coords.reshape(-1, 2) + 0.5) * canvas / vocab.num_bins  # back to pixels
+    # the same points the target builder makes from the box drawn as a polygon
+    outline = np.array([[8.0, 16.0], [40.0, 16.0], [40.0, 32.0], [8.0, 32.0]])
+    np.testing.assert_allclose(points, resample_polygon(outline, segment.num_points), atol=1e-9)
+    on_side = np.isclose(points[:, 0], 8) | np.isclose(points[:, 0], 40)
+    on_side |= np.isclose(points[:, 1], 16) | np.isclose(points[:, 1], 32)
+    assert on_side.all()
+    assert np.isfinite(segment.geometry_from_boxes(np.array([[5.0, 5.0, 5.0, 9.0]]), canvas)).all()

@@ -174,6 +174,12 @@ class TaskVocab:
             return (bins.double() + 0.5) * (canvas_size / self.num_bins)
         return (np.asarray(bins, dtype=np.float64) + 0.5) * (canvas_size / self.num_bins)
 
+    def continuous_bins(self, coords: np.ndarray, canvas_size: float) -> np.ndarray:
+        """Pixel coordinates -> fractional bin positions, where bin k's centre is k (inverse of
+        ``dequantize`` without rounding), clipped to the bin range."""
+        bins = np.asarray(coords, dtype=np.float64) / canvas_size * self.num_bins - 0.5
+        return np.clip(bins, 0.0, self.num_bins - 1.0)
+
     def bin_size(self, canvas_size: float) -> float:
         """Side of one bin in pixels."""
         return canvas_size / self.num_bins

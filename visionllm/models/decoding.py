@@ -114,15 +114,24 @@ def embed_batch(
 
 
 def parallel_slot_logits(
-    llm: LanguageModel, visual_tokens: Tensor, queries: list[LLMQuery], slot_embed: Tensor
+    llm: LanguageModel,
+    visual_tokens: Tensor,
+    queries: list[LLMQuery],
+    slot_inputs: Tensor,
+    slot_priors: list[Tensor] | None = None,
 ) -> list[Tensor]:
-    """One forward pass over prompt + N format-token slots; returns per image (N, L, V) task logits."""
-    num_slots = slot_embed.shape[0]
+    """One forward pass over prompt + N format-token slots; returns per image (N, L, V) task logits.
+
+    ``slot_inputs`` (B,N,D) is added to every format token of each image's slots. ``slot_priors``
+    (per image (N, L, V), optional) are logits added to the slots' outputs: what each slot's seed
+    token already says about its object, which the LLM refines.
+    """
+    num_slots = slot_inputs.shape[1]
     sequences, extras = [], []
-    for q in queries:
+    for q, slots in zip(queries, slot_inputs):
         length = q.task.object_length
         sequences.append(q.prompt_ids + q.task.format_token_ids.tolist() * num_slots)
-        extras.append(slot_embed.repeat_interleave(length, dim=0))  # (N*L, D)
+        extras.append(slots.repeat_interleave(length, dim=0))  # (N*L, D)
     embeds, mask, positions = embed_batch(llm, visual_tokens, sequences, extras)
     hidden, _ = llm(embeds, mask, positions)
     logits = []
@@ -130,7 +139,8 @@ def parallel_slot_logits(
         length = q.task.object_length
         slots = hidden[i, hidden.shape[1] - num_slots * length :]  # (N*L, D)
         keys = q.class_keys(hidden[i], embeds[i], hidden.shape[1] - len(seq))
-        logits.append(llm.task_logits(slots, keys).view(num_slots, length, -1))
+        slot_logits = llm.task_logits(slots, keys).view(num_slots, length, -1)
+        logits.append(slot_logits if slot_priors is None else slot_logits + slot_priors[i])
     return logits
 
 
@@ -139,7 +149,8 @@ def decode_parallel(
     grammar: Grammar,
     visual_tokens: Tensor,
     queries: list[LLMQuery],
-    slot_embed: Tensor,
+    slot_inputs: Tensor,
+    slot_priors: list[Tensor] | None = None,
 ) -> list[DecodedSequence]:
     """All objects in one pass: each slot takes its most likely legal tokens, scored by its class.
 
@@ -148,7 +159,8 @@ def decode_parallel(
     """
     vocab = llm.vocab
     out = []
-    for q, logits in zip(queries, parallel_slot_logits(llm, visual_tokens, queries, slot_embed)):
+    slot_logits = parallel_slot_logits(llm, visual_tokens, queries, slot_inputs, slot_priors)
+    for q, logits in zip(queries, slot_logits):
         legal = grammar.slot_masks(q).to(logits.device)  # (L,V)
         probs = logits.masked_fill(~legal, float("-inf")).softmax(-1)  # (N,L,V)
         class_probs = probs[:, 0].clone()

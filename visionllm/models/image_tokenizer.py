@@ -39,12 +39,14 @@ class VisualTokens:
     """The tokenizer's output: what the LLM reads and what the token-level detection loss scores.
 
     ``embeds`` (B,M,D_llm) go into the LLM; ``features`` (B,M,d) are the decoder's token states;
-    ``boxes`` (B,M,4) are each token's box as normalised (cx, cy, w, h) over the padded input.
+    ``boxes`` (B,M,4) are each token's box as normalised (cx, cy, w, h) over the padded input, whose
+    (height, width) in pixels is ``canvas``.
     """
 
     embeds: Tensor
     features: Tensor
     boxes: Tensor
+    canvas: tuple[int, int]
 
 
 class TextCrossAttention(nn.Module):
@@ -176,7 +178,7 @@ class LanguageGuidedImageTokenizer(BaseModule):
         ).sigmoid()  # (B,M,4) cx, cy, w, h
         position = coordinate_to_encoding(boxes.detach(), num_feats=dims // 2)  # (B,M,2d)
         embeds = self.llm_proj(tokens) + self.position_proj(position)
-        return VisualTokens(embeds=embeds, features=tokens, boxes=boxes)
+        return VisualTokens(embeds=embeds, features=tokens, boxes=boxes, canvas=tuple(images.shape[-2:]))
 
     def class_logits(self, features: Tensor, class_lists: list[list[str]]) -> list[Tensor]:
         """Per image, (M, n_i) logits that each token shows each of its request's classes.

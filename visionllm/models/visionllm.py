@@ -17,7 +17,9 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from mmdet.structures import DetDataSample
+from mmdet.structures.bbox import bbox_cxcywh_to_xyxy
 from mmengine.model import BaseModel
 from mmengine.structures import InstanceData
 from torch import Tensor, nn
@@ -30,7 +32,7 @@ from visionllm.models.decoding import (
     embed_batch,
     parallel_slot_logits,
 )
-from visionllm.models.image_tokenizer import LanguageGuidedImageTokenizer
+from visionllm.models.image_tokenizer import LanguageGuidedImageTokenizer, VisualTokens
 from visionllm.models.llm import LanguageModel
 from visionllm.models.loss import SlotLoss, TokenDetectionLoss, expected_bins, sequence_loss
 from visionllm.models.matcher import HungarianMatcher
@@ -57,7 +59,9 @@ class VisionLLM(PretrainedMixin, BaseModel):
         train_modes: decoders trained each step, from ``DECODE_MODES``.
         decode_mode: the decoder ``predict`` uses unless a data sample asks for another.
         max_objects: cap on objects per image in autoregressive decoding.
-        token_loss: kwargs of ``TokenDetectionLoss`` on the visual tokens; None turns it off.
+        token_loss: kwargs of ``TokenDetectionLoss`` on the visual tokens; None turns it off. When on,
+            the parallel slots start from the most confident tokens (see ``_slot_inputs``), so
+            ``num_slots`` should not exceed ``image_tokenizer.num_queries``.
         class_names: the dataset's classes (set from the dataset by ``ClassNamesHook`` when None).
     """
 
@@ -87,6 +91,13 @@ class VisionLLM(PretrainedMixin, BaseModel):
         self.llm = LanguageModel(**llm)
         self.image_tokenizer = LanguageGuidedImageTokenizer(**image_tokenizer, llm_dims=self.llm.hidden_size)
         self.slot_embed = nn.Parameter(torch.randn(num_slots, self.llm.hidden_size) * 0.02)
+        # a slot's seed token enters through this map, zero at first: visual tokens are ~10x larger than
+        # the format-token embeddings and would otherwise drown which coordinate a position predicts
+        self.slot_seed_proj = nn.Linear(self.llm.hidden_size, self.llm.hidden_size)
+        nn.init.zeros_(self.slot_seed_proj.weight)
+        nn.init.zeros_(self.slot_seed_proj.bias)
+        # log of the Laplace prior's slope in logits per bin: exp(-1.5) ~ 0.22, 10 bins off = -2.2
+        self.bin_prior_scale = nn.Parameter(torch.tensor(-1.5))
         self.tasks: dict[str, Task] = {}
         self.task_weights: dict[str, float] = {}
         for name, options in tasks.items():
@@ -193,34 +204,89 @@ class VisionLLM(PretrainedMixin, BaseModel):
             queries.append(self._query(task, request))
             targets.append(task.encode_objects(request, annotations, self._class_names()))
         tokens = self.image_tokenizer(inputs, [q.request.plain_text for q in queries])
-        visual = tokens.embeds
+        token_class_logits = self._token_class_logits(tokens, queries)
         losses: dict[str, Tensor] = {}
         if self.token_loss is not None:
-            class_logits = self.image_tokenizer.class_logits(
-                tokens.features, [q.request.classes for q in queries]
-            )
             losses.update(
                 self.token_loss(
                     tokens.boxes,
-                    class_logits,
+                    token_class_logits,
                     [t.boxes for t in targets],
                     [t.class_index for t in targets],
-                    canvas=tuple(inputs.shape[-2:]),
+                    canvas=tokens.canvas,
                 )
             )
         if "parallel" in self.train_modes:
-            losses.update(self._parallel_loss(visual, queries, targets))
+            slot_inputs, slot_priors = self._slot_inputs(
+                tokens, token_class_logits, queries, [self._canvas_size(s) for s in data_samples]
+            )
+            slot_logits = parallel_slot_logits(self.llm, tokens.embeds, queries, slot_inputs, slot_priors)
+            losses.update(self._parallel_loss(slot_logits, queries, targets))
         if "autoregressive" in self.train_modes:
-            losses["loss_sequence"] = self._sequence_loss(visual, queries, targets)
+            losses["loss_sequence"] = self._sequence_loss(tokens.embeds, queries, targets)
         return losses
 
-    def _parallel_loss(self, visual: Tensor, queries: list[LLMQuery], targets: list) -> dict[str, Tensor]:
+    def _token_class_logits(self, tokens: VisualTokens, queries: list[LLMQuery]) -> list[Tensor] | None:
+        """Per image (M, n) class logits of the visual tokens; None when the token loss is off (untrained)."""
+        if self.token_loss is None:
+            return None
+        return self.image_tokenizer.class_logits(tokens.features, [q.request.classes for q in queries])
+
+    def _slot_inputs(
+        self,
+        tokens: VisualTokens,
+        token_class_logits: list[Tensor] | None,
+        queries: list[LLMQuery],
+        canvas_sizes: list[int],
+    ) -> tuple[Tensor, list[Tensor] | None]:
+        """Each parallel slot's input embedding (B,N,D) and prior logits (per image (N, L, V), or None).
+
+        With trained token detections, the N most confident visual tokens seed the N slots (in token
+        order, as two-stage DETRs select their queries). A seed's embedding, mapped by
+        ``slot_seed_proj``, joins the slot's own; its detection becomes the slot's prior: its class
+        logits on the class references, and on each location token a Laplace log-density (scale
+        learnt, ``bin_prior_scale``) around the coordinate its box implies (``Task.geometry_from_boxes``).
+        The LLM's logits refine that prior, as each Deformable DETR decoder layer refines the last box.
+        Slots beyond the number of tokens, and every slot when token detections are off, start from
+        their learned embedding alone, without a prior.
+        """
+        slots = self.slot_embed.unsqueeze(0).expand(tokens.embeds.shape[0], -1, -1)  # (B,N,D)
+        if token_class_logits is None:
+            return slots, None
+        num_slots, seeded = slots.shape[1], min(slots.shape[1], tokens.embeds.shape[1])
+        chosen = torch.stack(
+            [
+                logits.detach().max(-1).values.topk(seeded).indices.sort().values
+                for logits in token_class_logits
+            ]
+        )  # (B,seeded) the most confident tokens, in token order
+        seeds = self.slot_seed_proj(
+            tokens.embeds.gather(1, chosen.unsqueeze(-1).expand(-1, -1, slots.shape[-1]))
+        )
+        height, width = tokens.canvas
+        boxes = bbox_cxcywh_to_xyxy(tokens.boxes.detach()) * tokens.boxes.new_tensor([width, height] * 2)
+        bins = torch.arange(self.vocab.num_bins, device=slots.device, dtype=torch.float32)
+        priors = []
+        for q, logits, index, image_boxes, canvas in zip(
+            queries, token_class_logits, chosen, boxes, canvas_sizes
+        ):
+            prior = logits.new_zeros(num_slots, q.task.object_length, self.vocab.num_tokens)
+            classes = self.vocab.class_local_ids(len(q.request.classes)).to(prior.device)
+            prior[:seeded, 0, classes] = logits[index]
+            coords = q.task.geometry_from_boxes(image_boxes[index].cpu().numpy(), canvas)  # (seeded, L-1)
+            coords = torch.as_tensor(coords, dtype=torch.float32, device=prior.device)
+            distance = (bins - coords.unsqueeze(-1)).abs()  # (seeded, L-1, num_bins)
+            prior[:seeded, 1:, self.vocab.bin_local_ids()] = -self.bin_prior_scale.exp() * distance
+            priors.append(prior)
+        return slots + F.pad(seeds, (0, 0, 0, num_slots - seeded)), priors
+
+    def _parallel_loss(
+        self, slot_logits: list[Tensor], queries: list[LLMQuery], targets: list
+    ) -> dict[str, Tensor]:
         vocab = self.vocab
         noobj = vocab.to_local(vocab.noobj_id)
         class_logits, class_targets, bin_logits, bin_targets = [], [], [], []
-        for q, target, logits in zip(
-            queries, targets, parallel_slot_logits(self.llm, visual, queries, self.slot_embed)
-        ):
+        for q, target, logits in zip(queries, targets, slot_logits):
             n = len(q.request.classes)
             class_ids = vocab.class_local_ids(n)
             # (N, n+1): the request's class references, then <noobj>
@@ -294,11 +360,19 @@ class VisionLLM(PretrainedMixin, BaseModel):
             )
             queries.append(self._query(self.tasks[request.task], request))
         mode = data_samples[0].metainfo.get("decode_mode", self.decode_mode)
-        visual = self.image_tokenizer(inputs, [q.request.plain_text for q in queries]).embeds
+        tokens = self.image_tokenizer(inputs, [q.request.plain_text for q in queries])
         if mode == "parallel":
-            decoded = decode_parallel(self.llm, self.grammar, visual, queries, self.slot_embed)
+            slot_inputs, slot_priors = self._slot_inputs(
+                tokens,
+                self._token_class_logits(tokens, queries),
+                queries,
+                [self._canvas_size(s) for s in data_samples],
+            )
+            decoded = decode_parallel(
+                self.llm, self.grammar, tokens.embeds, queries, slot_inputs, slot_priors
+            )
         elif mode == "autoregressive":
-            decoded = decode_autoregressive(self.llm, self.grammar, visual, queries, self.max_objects)
+            decoded = decode_autoregressive(self.llm, self.grammar, tokens.embeds, queries, self.max_objects)
         else:
             raise ValueError(f"decode mode '{mode}' is not one of {DECODE_MODES}")
         for sample, q, seq in zip(data_samples, queries, decoded):

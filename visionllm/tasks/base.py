@@ -284,6 +284,11 @@ class Task(ABC):
     def decode_geometry(self, bins: Sequence[int], canvas_size: float) -> Geometry | str:
         """An object's bins -> its geometry, or the reason it is invalid."""
 
+    @abstractmethod
+    def geometry_from_boxes(self, boxes: np.ndarray, canvas_size: float) -> np.ndarray:
+        """(N,4) xyxy pixel boxes -> (N, L-1) continuous bin coordinates in grammar order: the best
+        guess of each object's location tokens when only its box is known (a parallel slot's prior)."""
+
     def encode_objects(
         self, request: Request, annotations: ImageAnnotations, dataset_classes: Sequence[str]
     ) -> ObjectTargets:

@@ -109,6 +109,9 @@ class DetectionTask(Task):
         x1, y1 = min(x1, last - 1), min(y1, last - 1)
         return np.array([x1, y1, max(x2, x1 + 1), max(y2, y1 + 1)], dtype=np.int64)
 
+    def geometry_from_boxes(self, boxes: np.ndarray, canvas_size: float) -> np.ndarray:
+        return self.vocab.continuous_bins(np.asarray(boxes, dtype=np.float64).reshape(-1, 4), canvas_size)
+
     def decode_geometry(self, bins: Sequence[int], canvas_size: float) -> Geometry | str:
         x1, y1, x2, y2 = bins
         if x2 <= x1 or y2 <= y1:

@@ -107,6 +107,17 @@ class SegmentationTask(DetectionTask):
             return None  # below the grammar's resolution
         return bins, np.concatenate([polygon.min(axis=0), polygon.max(axis=0)])
 
+    def geometry_from_boxes(self, boxes: np.ndarray, canvas_size: float) -> np.ndarray:
+        """Each box's outline as the polygon: K points along its sides, ordered as targets are."""
+        outlines = [
+            resample_polygon(np.array([[x1, y1], [x2, y1], [x2, y2], [x1, y2]]), self.num_points)
+            if x2 > x1 and y2 > y1
+            else np.tile([x1, y1], (self.num_points, 1))  # no area: every point at the corner
+            for x1, y1, x2, y2 in np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+        ]
+        points = np.asarray(outlines, dtype=np.float64).reshape(len(outlines), -1)
+        return self.vocab.continuous_bins(points, canvas_size)
+
     def decode_geometry(self, bins: Sequence[int], canvas_size: float) -> Geometry | str:
         grid = np.asarray(bins, dtype=np.int64).reshape(-1, 2)
         if np.ptp(grid[:, 0]) == 0 or np.ptp(grid[:, 1]) == 0 or signed_area(grid) == 0:
