@@ -7,8 +7,10 @@ data_root = "../shared/data/coco128/"
 ann_file = "annotations/instances_train2017.json"
 synthetic = None  # real data: nothing to generate
 
-# the eval instruction lists every COCO class: 80 class references, 60 object slots
-model = dict(llm=dict(max_classes=100), num_slots=60, eval_task="detect")
+# the eval instruction lists every COCO class: 80 class references, 60 object slots seeded by 60 tokens
+model = dict(
+    image_tokenizer=dict(num_queries=60), llm=dict(max_classes=100), num_slots=60, eval_task="detect"
+)
 
 _dataset = dict(data_root=data_root, ann_file=ann_file, data_prefix=dict(img="train2017/"))
 train_dataloader = dict(batch_size=4, dataset=_dataset)

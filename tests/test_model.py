@@ -78,8 +78,8 @@ def test_loss_is_finite_and_reaches_every_part(model):
     assert model.slot_embed.grad.abs().sum() > 0
 
 
-@pytest.mark.parametrize("mode", ["parallel", "autoregressive"])
-def test_both_decoders_produce_instances_in_original_pixels(model, mode):
+@pytest.mark.parametrize("mode", ["parallel", "autoregressive", "tokens"])
+def test_every_decoder_produces_instances_in_original_pixels(model, mode):
     model.eval()
     sample = make_sample()
     sample.set_metainfo(dict(decode_mode=mode))
@@ -88,6 +88,9 @@ def test_both_decoders_produce_instances_in_original_pixels(model, mode):
     assert len(pred.bboxes) == len(pred.scores) == len(pred.labels) == len(pred.class_names)
     if mode == "parallel":  # every slot yields an object unless its geometry is degenerate
         assert len(pred) + sum(out.dropped_tokens.values()) >= model.slot_embed.shape[0]
+    if mode == "tokens":  # the best (token, class) pairs, most probable first
+        assert len(pred) + sum(out.dropped_tokens.values()) == model.max_objects
+        assert (pred.scores[:-1] >= pred.scores[1:]).all()
     assert (pred.bboxes >= 0).all() and (pred.bboxes <= 2 * CANVAS).all()
     assert ((pred.scores >= 0) & (pred.scores <= 1)).all()
     assert set(pred.class_names) <= set(CLASSES)
@@ -182,3 +185,22 @@ def test_parallel_slots_start_from_the_most_confident_tokens_and_their_detection
     peaks = priors[0][:, 1:, vocab.bin_local_ids()].argmax(-1)
     expected = torch.as_tensor(model.tasks["detect"].geometry_from_boxes(xyxy.numpy(), CANVAS)).round()
     assert (peaks - expected).abs().max() <= 1
+
+
+def test_tokens_decoding_reads_the_tokenizers_detections(model):
+    """The tokens decoder writes each token's box as bins: a box from the tokenizer comes back out."""
+    model.eval()
+    request = model.tasks["detect"].request_for_eval(CLASSES)
+    sample = make_sample()
+    sample.set_metainfo(dict(decode_mode="tokens", request=request))
+    inputs = torch.randn(1, 3, CANVAS, CANVAS)
+    (out,) = model.predict(inputs, [sample])
+    with torch.no_grad():
+        tokens = model.image_tokenizer(inputs, [request.plain_text])
+        probs = model.image_tokenizer.class_logits(tokens.features, [request.classes])[0].sigmoid()
+    token, class_index = divmod(int(probs.flatten().argmax()), len(CLASSES))
+    best = model._token_boxes(tokens)[0, token].clamp(0, CANVAS) * 2  # original pixels: scale 0.5
+    assert out.pred_instances.class_names[0] == CLASSES[class_index]
+    assert out.pred_instances.scores[0] == pytest.approx(float(probs.max()), abs=1e-6)
+    bin_size = 2 * CANVAS / model.vocab.num_bins
+    assert (out.pred_instances.bboxes[0] - best).abs().max() <= bin_size

@@ -2,7 +2,7 @@
 
 python tools/predict.py IMAGES... --config C --checkpoint K [--instruction "..."]
                         [--task detect --classes cup knife] [--phrase "..."]
-                        [--decode parallel|autoregressive] [--out-dir D] [--score-thr 0.3]
+                        [--decode parallel|autoregressive|tokens] [--out-dir D] [--score-thr 0.3]
 """
 
 from __future__ import annotations

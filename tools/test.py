@@ -1,7 +1,7 @@
 """Evaluate a checkpoint on a config's test set; optionally write COCO results and drawn predictions.
 
 python tools/test.py CONFIG CHECKPOINT [--out results.json] [--show-dir D]
-                     [--decode parallel|autoregressive] [--cfg-options k=v ...]
+                     [--decode parallel|autoregressive|tokens] [--cfg-options k=v ...]
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from mmengine.runner import Runner
 
 import visionllm  # noqa: F401  (platform fixes first)
 from visionllm.engine.launch import DictAction, load_config, prepare_synthetic_data, setup_distributed
+from visionllm.models.visionllm import DECODE_MODES
 
 
 def parse_args() -> argparse.Namespace:
@@ -23,9 +24,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--work-dir")
     parser.add_argument("--out", help="write the predictions as a COCO results JSON (bbox, and segm if any)")
     parser.add_argument("--show-dir", help="draw predictions into this folder (inside the work dir)")
-    parser.add_argument(
-        "--decode", choices=["parallel", "autoregressive"], help="decoder (default: config's)"
-    )
+    parser.add_argument("--decode", choices=DECODE_MODES, help="decoder (default: config's)")
     parser.add_argument("--cfg-options", nargs="+", action=DictAction, help="override config keys: k=v ...")
     parser.add_argument("--launcher", choices=["none", "pytorch"], default="none")
     return parser.parse_args()

@@ -2,7 +2,7 @@
 
 visionllm predict IMAGES... --config C --checkpoint K [--instruction "find all cups and knives"]
                   [--task detect --classes cup knife] [--phrase "the man in the red shirt"]
-                  [--decode parallel|autoregressive] [--out-dir D] [--score-thr 0.3]
+                  [--decode parallel|autoregressive|tokens] [--out-dir D] [--score-thr 0.3]
 
 IMAGES are files and/or folders (their image files). Writes ``D/predictions.json`` (a COCO-style list:
 ``file_name``, ``image_id`` (the image's position in the input), ``category_name``, ``bbox`` xywh,
@@ -22,6 +22,7 @@ import torch
 
 from visionllm.apis import Prediction, Predictor, draw_predictions, list_images
 from visionllm.fileio import write_json_atomic
+from visionllm.models.visionllm import DECODE_MODES
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--task", help="detect, segment or ground (overrides the instruction's)")
     predict.add_argument("--classes", nargs="+", help="class names (overrides the instruction's)")
     predict.add_argument("--phrase", help="the referring expression of a grounding request")
-    predict.add_argument("--decode", choices=["parallel", "autoregressive"], help="default: the config's")
+    predict.add_argument("--decode", choices=DECODE_MODES, help="default: the config's")
     predict.add_argument("--out-dir", default="predictions", help="where the JSON and drawings go")
     predict.add_argument("--score-thr", type=float, default=0.3, help="leave out objects scoring less")
     predict.add_argument("--batch-size", type=int, default=1)

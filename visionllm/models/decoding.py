@@ -1,4 +1,4 @@
-"""The two decoders over the same LLM weights.
+"""The decoders: two over the same LLM weights, and the image tokenizer's own detections.
 
 parallel ("output format as query"): after the prompt come N object slots, each the task's output-format
     tokens (``<cls> <x1> <y1> <x2> <y2>`` for a box) plus a learned slot embedding. One forward pass;
@@ -6,7 +6,10 @@ parallel ("output format as query"): after the prompt come N object slots, each 
 autoregressive: greedy generation with a KV cache, constrained at every step to the tokens the task
     grammar allows (class reference or ``<eoo>`` at an object's start, then location bins).
 
-Both work on a batch of ``LLMQuery`` (one per image) whose prompts are left-padded, so every sample's
+tokens: no LLM; the best (visual token, class) pairs of the tokenizer's detection head, each written as
+    task tokens (its class reference, then the bins its box implies), so the same parser reads them.
+
+All work on a batch of ``LLMQuery`` (one per image) whose prompts are left-padded, so every sample's
 answer ends at the last position and position ids count only real tokens.
 """
 
@@ -15,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -22,6 +26,7 @@ from transformers import DynamicCache
 
 from visionllm.models.llm import LanguageModel
 from visionllm.tasks.base import Request, Task
+from visionllm.vocab import TaskVocab
 
 
 @dataclass
@@ -234,3 +239,28 @@ def decode_autoregressive(
         hidden, cache = llm(step_embeds, mask, position[:, None], cache=cache)
         last = hidden[:, -1]
     return generated
+
+
+def decode_tokens(
+    vocab: TaskVocab,
+    queries: list[LLMQuery],
+    class_logits: list[Tensor],
+    boxes: Tensor,
+    canvas_sizes: list[int],
+    max_objects: int,
+) -> list[DecodedSequence]:
+    """The tokenizer's detections as answers: per image the ``max_objects`` most probable (token,
+    class) pairs, each token's box (B,M,4 xyxy pixels) written as its task's bins."""
+    out = []
+    for q, logits, image_boxes, canvas in zip(queries, class_logits, boxes, canvas_sizes):
+        probs = logits.sigmoid()  # (M,n)
+        num_classes = probs.shape[1]
+        best = probs.flatten().topk(min(max_objects, probs.numel()))
+        bins = np.rint(q.task.geometry_from_boxes(image_boxes.cpu().numpy(), canvas)).astype(np.int64)
+        token_ids, token_scores = [], []
+        for score, flat in zip(best.values.tolist(), best.indices.tolist()):
+            token, class_index = divmod(flat, num_classes)
+            token_ids += [vocab.class_id(class_index), *(vocab.bin_id(int(b)) for b in bins[token])]
+            token_scores += [score] + [1.0] * bins.shape[1]
+        out.append(DecodedSequence(token_ids + [vocab.eoo_id], token_scores + [1.0]))
+    return out

@@ -29,6 +29,7 @@ from visionllm.models.decoding import (
     LLMQuery,
     decode_autoregressive,
     decode_parallel,
+    decode_tokens,
     embed_batch,
     parallel_slot_logits,
 )
@@ -42,7 +43,8 @@ from visionllm.tasks import build_task
 from visionllm.tasks.base import ImageAnnotations, Request, Task
 from visionllm.tasks.grounding import NoReferentError
 
-DECODE_MODES = ("parallel", "autoregressive")
+TRAIN_MODES = ("parallel", "autoregressive")
+DECODE_MODES = (*TRAIN_MODES, "tokens")  # tokens: the image tokenizer's detections, no LLM
 
 
 @MODELS.register_module()
@@ -56,8 +58,9 @@ class VisionLLM(PretrainedMixin, BaseModel):
             the task, e.g. ``dict(detect=dict(weight=1.0), segment=dict(weight=1.0, num_points=16))``.
         eval_task: the task whose request is made for images that come without one (COCO evaluation).
         num_slots: N, the object slots of parallel decoding (an upper bound on objects per image).
-        train_modes: decoders trained each step, from ``DECODE_MODES``.
-        decode_mode: the decoder ``predict`` uses unless a data sample asks for another.
+        train_modes: decoders trained each step, from ``TRAIN_MODES``.
+        decode_mode: the decoder ``predict`` uses unless a data sample asks for another, from
+            ``DECODE_MODES`` (``tokens`` reads the tokenizer's detections and needs ``token_loss``).
         max_objects: cap on objects per image in autoregressive decoding.
         token_loss: kwargs of ``TokenDetectionLoss`` on the visual tokens; None turns it off. When on,
             the parallel slots start from the most confident tokens (see ``_slot_inputs``), so
@@ -72,7 +75,7 @@ class VisionLLM(PretrainedMixin, BaseModel):
         tasks: dict[str, dict],
         eval_task: str = "detect",
         num_slots: int = 16,
-        train_modes: Sequence[str] = DECODE_MODES,
+        train_modes: Sequence[str] = TRAIN_MODES,
         decode_mode: str = "parallel",
         max_objects: int = 100,
         matcher: dict | None = None,
@@ -85,9 +88,13 @@ class VisionLLM(PretrainedMixin, BaseModel):
     ) -> None:
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
         self.init_config = init_kwargs(locals())  # saved by save_pretrained (config.json)
-        for mode in (*train_modes, decode_mode):
-            if mode not in DECODE_MODES:
-                raise ValueError(f"decode mode '{mode}' is not one of {DECODE_MODES}")
+        for mode in train_modes:
+            if mode not in TRAIN_MODES:
+                raise ValueError(f"train mode '{mode}' is not one of {TRAIN_MODES}")
+        if decode_mode not in DECODE_MODES:
+            raise ValueError(f"decode mode '{decode_mode}' is not one of {DECODE_MODES}")
+        if decode_mode == "tokens" and token_loss is None:
+            raise ValueError("decode_mode 'tokens' needs token_loss: untrained tokens detect nothing")
         self.llm = LanguageModel(**llm)
         self.image_tokenizer = LanguageGuidedImageTokenizer(**image_tokenizer, llm_dims=self.llm.hidden_size)
         self.slot_embed = nn.Parameter(torch.randn(num_slots, self.llm.hidden_size) * 0.02)
@@ -263,8 +270,7 @@ class VisionLLM(PretrainedMixin, BaseModel):
         seeds = self.slot_seed_proj(
             tokens.embeds.gather(1, chosen.unsqueeze(-1).expand(-1, -1, slots.shape[-1]))
         )
-        height, width = tokens.canvas
-        boxes = bbox_cxcywh_to_xyxy(tokens.boxes.detach()) * tokens.boxes.new_tensor([width, height] * 2)
+        boxes = self._token_boxes(tokens)
         bins = torch.arange(self.vocab.num_bins, device=slots.device, dtype=torch.float32)
         priors = []
         for q, logits, index, image_boxes, canvas in zip(
@@ -279,6 +285,12 @@ class VisionLLM(PretrainedMixin, BaseModel):
             prior[:seeded, 1:, self.vocab.bin_local_ids()] = -self.bin_prior_scale.exp() * distance
             priors.append(prior)
         return slots + F.pad(seeds, (0, 0, 0, num_slots - seeded)), priors
+
+    @staticmethod
+    def _token_boxes(tokens: VisualTokens) -> Tensor:
+        """(B,M,4) the visual tokens' boxes as xyxy pixels of the padded input (no gradient)."""
+        height, width = tokens.canvas
+        return bbox_cxcywh_to_xyxy(tokens.boxes.detach()) * tokens.boxes.new_tensor([width, height] * 2)
 
     def _parallel_loss(
         self, slot_logits: list[Tensor], queries: list[LLMQuery], targets: list
@@ -360,13 +372,13 @@ class VisionLLM(PretrainedMixin, BaseModel):
             )
             queries.append(self._query(self.tasks[request.task], request))
         mode = data_samples[0].metainfo.get("decode_mode", self.decode_mode)
+        if mode not in DECODE_MODES or (mode == "tokens" and self.token_loss is None):
+            raise ValueError(f"decode mode '{mode}' is not one of {DECODE_MODES} (tokens needs token_loss)")
         tokens = self.image_tokenizer(inputs, [q.request.plain_text for q in queries])
+        canvas_sizes = [self._canvas_size(s) for s in data_samples]
         if mode == "parallel":
             slot_inputs, slot_priors = self._slot_inputs(
-                tokens,
-                self._token_class_logits(tokens, queries),
-                queries,
-                [self._canvas_size(s) for s in data_samples],
+                tokens, self._token_class_logits(tokens, queries), queries, canvas_sizes
             )
             decoded = decode_parallel(
                 self.llm, self.grammar, tokens.embeds, queries, slot_inputs, slot_priors
@@ -374,7 +386,14 @@ class VisionLLM(PretrainedMixin, BaseModel):
         elif mode == "autoregressive":
             decoded = decode_autoregressive(self.llm, self.grammar, tokens.embeds, queries, self.max_objects)
         else:
-            raise ValueError(f"decode mode '{mode}' is not one of {DECODE_MODES}")
+            decoded = decode_tokens(
+                self.vocab,
+                queries,
+                self._token_class_logits(tokens, queries),
+                self._token_boxes(tokens),
+                canvas_sizes,
+                self.max_objects,
+            )
         for sample, q, seq in zip(data_samples, queries, decoded):
             parsed = q.task.parse(seq.token_ids, q.request, self._canvas_size(sample), seq.token_scores)
             sample.set_metainfo(dict(request=q.request, dropped_tokens=dict(parsed.dropped)))

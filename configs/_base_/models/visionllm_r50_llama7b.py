@@ -60,4 +60,5 @@ model = dict(
     train_modes=("parallel", "autoregressive"),
     decode_mode="parallel",
     max_objects=100,
+    token_loss=dict(),  # Deformable DETR's set loss on the visual tokens; they seed the slots
 )
