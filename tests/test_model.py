@@ -171,7 +171,7 @@ def test_parallel_slots_start_from_the_most_confident_tokens_and_their_detection
     with torch.no_grad():
         tokens = model.image_tokenizer(torch.randn(1, 3, CANVAS, CANVAS), [request.plain_text])
         class_logits = model.image_tokenizer.class_logits(tokens.features, [request.classes])
-        slots, priors = model._slot_inputs(tokens, class_logits, [query], [CANVAS])
+        slots, priors, seeds = model._slot_inputs(tokens, class_logits, [query], [CANVAS])
     num_slots = model.slot_embed.shape[0]
     assert slots.shape == (1, num_slots, model.llm.hidden_size) and len(priors) == 1
     chosen = class_logits[0].max(-1).values.topk(num_slots).indices.sort().values
@@ -183,8 +183,12 @@ def test_parallel_slots_start_from_the_most_confident_tokens_and_their_detection
     box = tokens.boxes[0, chosen]
     xyxy = torch.cat([box[:, :2] - box[:, 2:] / 2, box[:, :2] + box[:, 2:] / 2], 1) * CANVAS
     peaks = priors[0][:, 1:, vocab.bin_local_ids()].argmax(-1)
-    expected = torch.as_tensor(model.tasks["detect"].geometry_from_boxes(xyxy.numpy(), CANVAS)).round()
+    expected_coords = model.tasks["detect"].geometry_from_boxes(xyxy.numpy(), CANVAS)
+    expected = torch.as_tensor(expected_coords).round()
     assert (peaks - expected).abs().max() <= 1
+    # the seed detection the slot matcher uses: the same tokens' probabilities and locations
+    torch.testing.assert_close(seeds[0][0], class_logits[0][chosen].sigmoid())
+    torch.testing.assert_close(seeds[0][1].double(), torch.as_tensor(expected_coords))
 
 
 def test_tokens_decoding_reads_the_tokenizers_detections(model):

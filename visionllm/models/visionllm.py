@@ -17,7 +17,6 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from mmdet.structures import DetDataSample
 from mmdet.structures.bbox import bbox_cxcywh_to_xyxy
 from mmengine.model import BaseModel
@@ -64,7 +63,7 @@ class VisionLLM(PretrainedMixin, BaseModel):
         max_objects: cap on objects per image in autoregressive decoding.
         token_loss: kwargs of ``TokenDetectionLoss`` on the visual tokens; None turns it off. When on,
             the parallel slots start from the most confident tokens (see ``_slot_inputs``), so
-            ``num_slots`` should not exceed ``image_tokenizer.num_queries``.
+            ``num_slots`` must not exceed ``image_tokenizer.num_queries``.
         class_names: the dataset's classes (set from the dataset by ``ClassNamesHook`` when None).
     """
 
@@ -122,6 +121,11 @@ class VisionLLM(PretrainedMixin, BaseModel):
         self.matcher = HungarianMatcher(**(matcher or {}))
         self.slot_loss = SlotLoss(**(slot_loss or {}))
         self.token_loss = TokenDetectionLoss(**token_loss) if token_loss is not None else None
+        if self.token_loss is not None and num_slots > self.image_tokenizer.num_queries:
+            raise ValueError(
+                f"num_slots ({num_slots}) exceeds image_tokenizer.num_queries "
+                f"({self.image_tokenizer.num_queries}): with token_loss each slot starts from its own token"
+            )
         self.sequence_loss_weight = sequence_loss_weight
         self.class_names = list(class_names) if class_names is not None else None
         self.grammar = Grammar(self.llm.vocab.num_tokens)
@@ -224,11 +228,11 @@ class VisionLLM(PretrainedMixin, BaseModel):
                 )
             )
         if "parallel" in self.train_modes:
-            slot_inputs, slot_priors = self._slot_inputs(
+            slot_inputs, slot_priors, seeds = self._slot_inputs(
                 tokens, token_class_logits, queries, [self._canvas_size(s) for s in data_samples]
             )
             slot_logits = parallel_slot_logits(self.llm, tokens.embeds, queries, slot_inputs, slot_priors)
-            losses.update(self._parallel_loss(slot_logits, queries, targets))
+            losses.update(self._parallel_loss(slot_logits, queries, targets, seeds))
         if "autoregressive" in self.train_modes:
             losses["loss_sequence"] = self._sequence_loss(tokens.embeds, queries, targets)
         return losses
@@ -245,8 +249,9 @@ class VisionLLM(PretrainedMixin, BaseModel):
         token_class_logits: list[Tensor] | None,
         queries: list[LLMQuery],
         canvas_sizes: list[int],
-    ) -> tuple[Tensor, list[Tensor] | None]:
-        """Each parallel slot's input embedding (B,N,D) and prior logits (per image (N, L, V), or None).
+    ) -> tuple[Tensor, list[Tensor] | None, list[tuple[Tensor, Tensor]] | None]:
+        """Each parallel slot's input embedding (B,N,D), prior logits (per image (N, L, V)) and seed
+        detection (per image: class probabilities (N, n), location in fractional bins (N, L-1)).
 
         With trained token detections, the N most confident visual tokens seed the N slots (in token
         order, as two-stage DETRs select their queries). A seed's embedding, mapped by
@@ -254,37 +259,36 @@ class VisionLLM(PretrainedMixin, BaseModel):
         logits on the class references, and on each location token a Laplace log-density (scale
         learnt, ``bin_prior_scale``) around the coordinate its box implies (``Task.geometry_from_boxes``).
         The LLM's logits refine that prior, as each Deformable DETR decoder layer refines the last box.
-        Slots beyond the number of tokens, and every slot when token detections are off, start from
-        their learned embedding alone, without a prior.
+        Without token detections the slots are the learned embeddings alone (priors and seeds None).
         """
         slots = self.slot_embed.unsqueeze(0).expand(tokens.embeds.shape[0], -1, -1)  # (B,N,D)
         if token_class_logits is None:
-            return slots, None
-        num_slots, seeded = slots.shape[1], min(slots.shape[1], tokens.embeds.shape[1])
+            return slots, None, None
+        num_slots = slots.shape[1]
         chosen = torch.stack(
             [
-                logits.detach().max(-1).values.topk(seeded).indices.sort().values
+                logits.detach().max(-1).values.topk(num_slots).indices.sort().values
                 for logits in token_class_logits
             ]
-        )  # (B,seeded) the most confident tokens, in token order
+        )  # (B,N) the most confident tokens, in token order
         seeds = self.slot_seed_proj(
             tokens.embeds.gather(1, chosen.unsqueeze(-1).expand(-1, -1, slots.shape[-1]))
         )
         boxes = self._token_boxes(tokens)
         bins = torch.arange(self.vocab.num_bins, device=slots.device, dtype=torch.float32)
-        priors = []
+        priors, detections = [], []
         for q, logits, index, image_boxes, canvas in zip(
             queries, token_class_logits, chosen, boxes, canvas_sizes
         ):
+            coords = q.task.geometry_from_boxes(image_boxes[index].cpu().numpy(), canvas)  # (N, L-1)
+            coords = torch.as_tensor(coords, dtype=torch.float32, device=slots.device)
             prior = logits.new_zeros(num_slots, q.task.object_length, self.vocab.num_tokens)
-            classes = self.vocab.class_local_ids(len(q.request.classes)).to(prior.device)
-            prior[:seeded, 0, classes] = logits[index]
-            coords = q.task.geometry_from_boxes(image_boxes[index].cpu().numpy(), canvas)  # (seeded, L-1)
-            coords = torch.as_tensor(coords, dtype=torch.float32, device=prior.device)
-            distance = (bins - coords.unsqueeze(-1)).abs()  # (seeded, L-1, num_bins)
-            prior[:seeded, 1:, self.vocab.bin_local_ids()] = -self.bin_prior_scale.exp() * distance
+            prior[:, 0, self.vocab.class_local_ids(len(q.request.classes)).to(prior.device)] = logits[index]
+            distance = (bins - coords.unsqueeze(-1)).abs()  # (N, L-1, num_bins)
+            prior[:, 1:, self.vocab.bin_local_ids()] = -self.bin_prior_scale.exp() * distance
             priors.append(prior)
-        return slots + F.pad(seeds, (0, 0, 0, num_slots - seeded)), priors
+            detections.append((logits[index].detach().sigmoid(), coords))
+        return slots + seeds, priors, detections
 
     @staticmethod
     def _token_boxes(tokens: VisualTokens) -> Tensor:
@@ -293,24 +297,29 @@ class VisionLLM(PretrainedMixin, BaseModel):
         return bbox_cxcywh_to_xyxy(tokens.boxes.detach()) * tokens.boxes.new_tensor([width, height] * 2)
 
     def _parallel_loss(
-        self, slot_logits: list[Tensor], queries: list[LLMQuery], targets: list
+        self,
+        slot_logits: list[Tensor],
+        queries: list[LLMQuery],
+        targets: list,
+        seeds: list[tuple[Tensor, Tensor]] | None = None,
     ) -> dict[str, Tensor]:
+        """Slot set loss. Objects are matched to slots by the slots' seed detections when they have
+        them: a slot then learns to refine the object its seed token found, not to override it."""
         vocab = self.vocab
         noobj = vocab.to_local(vocab.noobj_id)
         class_logits, class_targets, bin_logits, bin_targets = [], [], [], []
-        for q, target, logits in zip(queries, targets, slot_logits):
+        for i, (q, target, logits) in enumerate(zip(queries, targets, slot_logits)):
             n = len(q.request.classes)
             class_ids = vocab.class_local_ids(n)
             # (N, n+1): the request's class references, then <noobj>
             cls = logits[:, 0, torch.cat([class_ids, class_ids.new_tensor([noobj])])]
             bins = logits[:, 1:, vocab.bin_local_ids()]  # (N, L-1, num_bins)
-            slots, gts = self.matcher(
-                cls.softmax(-1)[:, :n].detach(),
-                expected_bins(bins.detach()),
-                target.class_index,
-                target.bins,
-                vocab.num_bins,
+            class_probs, locations = (
+                seeds[i]
+                if seeds is not None
+                else (cls.softmax(-1)[:, :n].detach(), expected_bins(bins.detach()))
             )
+            slots, gts = self.matcher(class_probs, locations, target.class_index, target.bins, vocab.num_bins)
             labels = torch.full((cls.shape[0],), n, dtype=torch.long, device=cls.device)
             labels[slots.to(cls.device)] = target.class_index[gts].to(cls.device)
             # pad every image's class logits to the batch's largest class list (padding never wins)
@@ -377,7 +386,7 @@ class VisionLLM(PretrainedMixin, BaseModel):
         tokens = self.image_tokenizer(inputs, [q.request.plain_text for q in queries])
         canvas_sizes = [self._canvas_size(s) for s in data_samples]
         if mode == "parallel":
-            slot_inputs, slot_priors = self._slot_inputs(
+            slot_inputs, slot_priors, _ = self._slot_inputs(
                 tokens, self._token_class_logits(tokens, queries), queries, canvas_sizes
             )
             decoded = decode_parallel(
