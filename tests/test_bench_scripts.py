@@ -130,6 +130,10 @@ def test_detr_vs_visionllm_trains_both_for_a_tiny_budget(tmp_path):
         assert 0.0 <= row["metrics"]["coco/bbox_mAP"] <= 1.0
     assert "coco/segm_mAP" in report["models"]["visionllm"]["metrics"]
     assert "coco/segm_mAP" not in report["models"]["deformable_detr"]["metrics"]
+    # VisionLLM is also scored on its tokenizer's own detections (decode_mode='tokens')
+    assert 0.0 <= report["models"]["visionllm"]["tokens_metrics"]["coco/bbox_mAP"] <= 1.0
+    assert report["models"]["deformable_detr"]["tokens_metrics"] is None
+    assert "visual tokens alone" in stdout
     assert report["bbox_mAP_ratio"] is None or report["bbox_mAP_ratio"] >= 0
     assert "| VisionLLM (tiny) |" in stdout and "| Deformable DETR (tiny) |" in stdout
 
