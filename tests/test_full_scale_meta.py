@@ -75,9 +75,13 @@ def adapter_params(backbone_channels: tuple[int, ...]) -> int:
         + DECODER_LAYERS * decoder_layer
         + QUERIES * 2 * d
         + linear(d, 2)  # reference points
+        + 2 * linear(d, d)
+        + linear(d, 4)  # box head (3-layer MLP)
+        + linear(d, d)
+        + 1  # class head: token projection, focal prior bias
         + linear(d, HIDDEN)
         + linear(HIDDEN, HIDDEN)  # visual tokens -> LLM width
-        + linear(d, HIDDEN)  # reference-point encoding -> LLM width
+        + linear(2 * d, HIDDEN)  # box encoding -> LLM width
     )
 
 
@@ -115,7 +119,8 @@ def test_full_scale_model_builds_on_meta_with_the_expected_parameter_counts(name
     trainable_tokens = 2 * task_rows * HIDDEN  # task rows of the input embedding and the LM head
     pointer_dims = min(HIDDEN, 256)
     pointer = 2 * (HIDDEN * pointer_dims + pointer_dims)  # class query / key projections
-    new_modules = pointer + NUM_SLOTS * HIDDEN + adapter_params(channels)
+    slots = NUM_SLOTS * HIDDEN + HIDDEN * HIDDEN + HIDDEN + 1  # embeddings, seed map, bin-prior slope
+    new_modules = pointer + slots + adapter_params(channels)
 
     backbone = sum(p.numel() for n, p in params.items() if n.startswith("image_tokenizer.backbone."))
     assert abs(backbone - backbone_expected) <= backbone_tolerance

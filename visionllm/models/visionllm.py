@@ -416,6 +416,7 @@ class VisionLLM(PretrainedMixin, BaseModel):
 
         The task's COCO conversion does the rescaling, clipping and polygon-to-RLE work; it is asked
         for dataset label indices (-1 for a requested name outside the dataset) instead of COCO ids.
+        Objects that lie wholly in the padding (no area once clipped to the image) are dropped.
         """
         label_of = {name: i for i, name in enumerate(self.class_names or [])}
         labels = [label_of.get(name, -1) for name in request.classes]
@@ -426,6 +427,8 @@ class VisionLLM(PretrainedMixin, BaseModel):
             sample.metainfo.get("scale_factor", (1.0, 1.0)),
             sample.metainfo["ori_shape"],
         )
+        inside = [i for i, r in enumerate(results) if r["bbox"][2] > 0 and r["bbox"][3] > 0]
+        results, objects = [results[i] for i in inside], [objects[i] for i in inside]
         instances = InstanceData()
         boxes = torch.tensor([r["bbox"] for r in results], dtype=torch.float32).reshape(-1, 4)
         instances.bboxes = torch.cat([boxes[:, :2], boxes[:, :2] + boxes[:, 2:]], 1)
