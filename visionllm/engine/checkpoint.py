@@ -114,8 +114,11 @@ class ResumableCheckpointHook(CheckpointHook):
         self._restore_random_state(runner)
 
     def _save_checkpoint_with_step(self, runner, step: int, meta: dict) -> None:
-        # every rank calls this (only rank 0 writes): gather all ranks' RNG states into the checkpoint
-        meta = {**meta, "rng_states": all_gather_object(random_state())}
+        # every rank calls this (only rank 0 writes): gather all ranks' RNG states into the checkpoint.
+        # mmengine saves the last checkpoint again after validation when the best score improves; the
+        # state training goes on from is then the one saved before validation, not the live one
+        state = self._val_state if self._val_state is not None else random_state()
+        meta = {**meta, "rng_states": all_gather_object(state)}
         super()._save_checkpoint_with_step(runner, step, meta)
         self._prune(runner)
 
