@@ -155,12 +155,14 @@ def decode_parallel(
     visual_tokens: Tensor,
     queries: list[LLMQuery],
     slot_inputs: Tensor,
+    max_objects: int,
     slot_priors: list[Tensor] | None = None,
 ) -> list[DecodedSequence]:
-    """All objects in one pass: each slot takes its most likely legal tokens, scored by its class.
+    """All objects in one pass: the ``max_objects`` most probable (slot, class) pairs, best first.
 
-    A slot's class is the best real class reference; its score is that class's probability among
-    the classes and ``<noobj>``, so empty slots come out with low scores (kept, ranked, for mAP).
+    A pair's score is the class's probability among the request's classes and ``<noobj>`` at the
+    slot's class position, so empty slots come out with low scores (kept, ranked, for mAP); a slot may
+    answer with several classes for its one shape, as Deformable DETR's head ranks queries x classes.
     """
     vocab = llm.vocab
     out = []
@@ -168,16 +170,14 @@ def decode_parallel(
     for q, logits in zip(queries, slot_logits):
         legal = grammar.slot_masks(q).to(logits.device)  # (L,V)
         probs = logits.masked_fill(~legal, float("-inf")).softmax(-1)  # (N,L,V)
-        class_probs = probs[:, 0].clone()
-        class_probs[:, vocab.to_local(vocab.noobj_id)] = 0.0
-        scores, classes = class_probs.max(-1)  # (N,)
+        class_probs = probs[:, 0, vocab.class_local_ids(len(q.request.classes))]  # (N,n)
         locations = probs[:, 1:].argmax(-1)  # (N,L-1)
-        order = scores.argsort(descending=True)
+        best = class_probs.flatten().topk(min(max_objects, class_probs.numel()))
         token_ids, token_scores = [], []
-        for slot in order.tolist():
-            local = [classes[slot].item(), *locations[slot].tolist()]
-            token_ids += vocab.to_global(local)
-            token_scores += [scores[slot].item()] + [1.0] * len(locations[slot])
+        for score, flat in zip(best.values.tolist(), best.indices.tolist()):
+            slot, class_index = divmod(flat, class_probs.shape[1])
+            token_ids += [vocab.class_id(class_index), *vocab.to_global(locations[slot].tolist())]
+            token_scores += [score] + [1.0] * locations.shape[1]
         out.append(DecodedSequence(token_ids + [vocab.eoo_id], token_scores + [1.0]))
     return out
 

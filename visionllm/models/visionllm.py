@@ -60,7 +60,8 @@ class VisionLLM(PretrainedMixin, BaseModel):
         train_modes: decoders trained each step, from ``TRAIN_MODES``.
         decode_mode: the decoder ``predict`` uses unless a data sample asks for another, from
             ``DECODE_MODES`` (``tokens`` reads the tokenizer's detections and needs ``token_loss``).
-        max_objects: cap on objects per image in autoregressive decoding.
+        max_objects: cap on objects per image (parallel and tokens decoding rank (slot, class) pairs
+            and keep this many; autoregressive decoding stops there).
         token_loss: kwargs of ``TokenDetectionLoss`` on the visual tokens; None turns it off. When on,
             the parallel slots start from the most confident tokens (see ``_slot_inputs``), so
             ``num_slots`` must not exceed ``image_tokenizer.num_queries``.
@@ -390,7 +391,7 @@ class VisionLLM(PretrainedMixin, BaseModel):
                 tokens, self._token_class_logits(tokens, queries), queries, canvas_sizes
             )
             decoded = decode_parallel(
-                self.llm, self.grammar, tokens.embeds, queries, slot_inputs, slot_priors
+                self.llm, self.grammar, tokens.embeds, queries, slot_inputs, self.max_objects, slot_priors
             )
         elif mode == "autoregressive":
             decoded = decode_autoregressive(self.llm, self.grammar, tokens.embeds, queries, self.max_objects)
