@@ -17,6 +17,7 @@ model = dict(
     num_slots=30,
     train_modes=("parallel",),
     eval_task="detect",
+    max_objects=100,  # COCO's detections per image
 )
 
 # the new parts (image tokenizer, class pointer, LoRA, task-token rows) need a higher rate than the

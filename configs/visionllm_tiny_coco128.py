@@ -8,8 +8,13 @@ ann_file = "annotations/instances_train2017.json"
 synthetic = None  # real data: nothing to generate
 
 # the eval instruction lists every COCO class: 80 class references, 60 object slots seeded by 60 tokens
+# and COCO's 100 detections per image
 model = dict(
-    image_tokenizer=dict(num_queries=60), llm=dict(max_classes=100), num_slots=60, eval_task="detect"
+    image_tokenizer=dict(num_queries=60),
+    llm=dict(max_classes=100),
+    num_slots=60,
+    eval_task="detect",
+    max_objects=100,
 )
 
 _dataset = dict(data_root=data_root, ann_file=ann_file, data_prefix=dict(img="train2017/"))
