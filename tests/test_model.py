@@ -206,3 +206,18 @@ def test_tokens_decoding_reads_the_tokenizers_detections(model):
     assert out.pred_instances.scores[0] == pytest.approx(float(probs.max()), abs=1e-6)
     bin_size = 2 * CANVAS / model.vocab.num_bins
     assert (out.pred_instances.bboxes[0] - best).abs().max() <= bin_size
+
+
+def test_decode_modes_are_checked_when_built_and_when_a_sample_asks():
+    register_all_modules()
+    cfg = Config.fromfile(REPO / "configs/_base_/models/visionllm_tiny.py").model
+    cfg.class_names = CLASSES
+    with pytest.raises(ValueError, match="'beam' is not one of"):
+        MODELS.build({**cfg, "decode_mode": "beam"})
+    with pytest.raises(ValueError, match="needs token_loss"):
+        MODELS.build({**cfg, "decode_mode": "tokens", "token_loss": None})
+    untrained_tokens = MODELS.build({**cfg, "token_loss": None}).eval()
+    sample = make_sample()
+    sample.set_metainfo(dict(decode_mode="tokens"))
+    with pytest.raises(ValueError, match="needs token_loss"):
+        untrained_tokens.predict(torch.randn(1, 3, CANVAS, CANVAS), [sample])

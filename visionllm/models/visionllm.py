@@ -46,6 +46,14 @@ TRAIN_MODES = ("parallel", "autoregressive")
 DECODE_MODES = (*TRAIN_MODES, "tokens")  # tokens: the image tokenizer's detections, no LLM
 
 
+def check_decode_mode(mode: str, has_token_loss: bool) -> None:
+    """Raise unless ``mode`` is a decoder this model can run (``tokens`` needs trained token detections)."""
+    if mode not in DECODE_MODES:
+        raise ValueError(f"decode mode '{mode}' is not one of {DECODE_MODES}")
+    if mode == "tokens" and not has_token_loss:
+        raise ValueError("decode mode 'tokens' needs token_loss: untrained tokens detect nothing")
+
+
 @MODELS.register_module()
 class VisionLLM(PretrainedMixin, BaseModel):
     """The generalist model. See the module docstring for the data flow.
@@ -91,10 +99,7 @@ class VisionLLM(PretrainedMixin, BaseModel):
         for mode in train_modes:
             if mode not in TRAIN_MODES:
                 raise ValueError(f"train mode '{mode}' is not one of {TRAIN_MODES}")
-        if decode_mode not in DECODE_MODES:
-            raise ValueError(f"decode mode '{decode_mode}' is not one of {DECODE_MODES}")
-        if decode_mode == "tokens" and token_loss is None:
-            raise ValueError("decode_mode 'tokens' needs token_loss: untrained tokens detect nothing")
+        check_decode_mode(decode_mode, token_loss is not None)
         self.llm = LanguageModel(**llm)
         self.image_tokenizer = LanguageGuidedImageTokenizer(**image_tokenizer, llm_dims=self.llm.hidden_size)
         self.slot_embed = nn.Parameter(torch.randn(num_slots, self.llm.hidden_size) * 0.02)
@@ -382,8 +387,7 @@ class VisionLLM(PretrainedMixin, BaseModel):
             )
             queries.append(self._query(self.tasks[request.task], request))
         mode = data_samples[0].metainfo.get("decode_mode", self.decode_mode)
-        if mode not in DECODE_MODES or (mode == "tokens" and self.token_loss is None):
-            raise ValueError(f"decode mode '{mode}' is not one of {DECODE_MODES} (tokens needs token_loss)")
+        check_decode_mode(mode, self.token_loss is not None)
         tokens = self.image_tokenizer(inputs, [q.request.plain_text for q in queries])
         canvas_sizes = [self._canvas_size(s) for s in data_samples]
         if mode == "parallel":
