@@ -1,6 +1,6 @@
 # Tiny VisionLLM fine-tuned on a user's COCO-format data, shown on COCO128 (train = val, as in the
 # README's "your own data"). Paths assume ../shared/data/coco128 beside the checkout; override
-# data_root-derived keys with --cfg-options for your data. Pipelines (256 px) come from the synthetic set.
+# data_root-derived keys with --cfg-options for your data. Pipelines (128 px) come from the synthetic set.
 _base_ = ["visionllm_tiny_synthetic.py"]
 
 data_root = "../shared/data/coco128/"
