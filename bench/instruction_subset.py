@@ -156,8 +156,8 @@ def run(
                 images=len(truth.image_ids),
                 ground_truth=num_truths,
                 detections=num_found,
-                precision=true_positives / num_found if num_found else float("nan"),
-                recall=true_positives / num_truths if num_truths else float("nan"),
+                precision=true_positives / num_found if num_found else None,  # undefined: JSON null
+                recall=true_positives / num_truths if num_truths else None,
                 false_per_image=false_positives / len(truth.image_ids),
             )
         )
@@ -170,9 +170,10 @@ def format_table(rows: list[dict]) -> str:
         "|---|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
+        precision, recall = ("-" if v is None else f"{v:.3f}" for v in (r["precision"], r["recall"]))
         lines.append(
-            f"| {r['scenario']} | {r['ground_truth']} | {r['detections']} | {r['precision']:.3f} | "
-            f"{r['recall']:.3f} | {r['false_per_image']:.2f} |"
+            f"| {r['scenario']} | {r['ground_truth']} | {r['detections']} | {precision} | "
+            f"{recall} | {r['false_per_image']:.2f} |"
         )
     return "\n".join(lines)
 

@@ -171,3 +171,11 @@ def test_instruction_subset_matching_counts_wrong_classes_and_duplicates_as_fals
     assert match_counts(detections, truths) == (2, 2, 2)
     assert match_counts([], truths) == (0, 0, 2)
     assert match_counts(detections[:1], []) == (0, 1, 0)
+
+
+def test_instruction_subset_table_shows_undefined_ratios_as_dashes():
+    """An absent class has no ground truth (recall undefined); JSON stores null, the table a dash."""
+    row = dict(scenario="absent class", ground_truth=0, detections=3, precision=0.0, recall=None,
+               false_per_image=1.5)  # fmt: skip
+    last_line = load_bench("instruction_subset").format_table([row]).splitlines()[-1]
+    assert last_line == "| absent class | 0 | 3 | 0.000 | - | 1.50 |"
