@@ -38,6 +38,9 @@ def main() -> None:
     parser.add_argument("--config", default="configs/visionllm_tiny_synthetic.py")
     parser.add_argument("--work-dir", default="work_dirs/demo")
     parser.add_argument("--instruction", default="Find all the stars and circles; give class and box")
+    parser.add_argument(
+        "--score-thr", type=float, default=0.3, help="draw objects scoring at least this (as predict)"
+    )
     parser.add_argument("--cfg-options", nargs="+", action=DictAction, help="override config keys: k=v ...")
     args = parser.parse_args()
 
@@ -54,10 +57,13 @@ def main() -> None:
 
     predictor = Predictor(runner.model, cfg)
     image = sorted(Path(cfg.data_root, "images").glob("*.png"))[-1]
-    prediction = predictor.predict(str(image), args.instruction)[0]
+    prediction = predictor.predict(str(image), args.instruction, score_thr=args.score_thr)[0]
     out_png = Path(cfg.work_dir, "demo_prediction.png")
     draw_predictions(str(image), prediction, out_png)
-    print(f"\n'{args.instruction}' on {image}: {len(prediction.objects)} objects -> {out_png}")
+    print(
+        f"\n'{args.instruction}' on {image}: {len(prediction.objects)} objects scoring >= {args.score_thr}"
+        f" -> {out_png}"
+    )
 
 
 if __name__ == "__main__":
