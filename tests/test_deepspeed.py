@@ -26,8 +26,15 @@ def _free_port() -> int:
 
 
 def _load(path) -> dict:
-    # DeepSpeed's files also pickle its config (an mmengine ConfigDict): not weights-only loadable
-    return torch.load(path, map_location="cpu", weights_only=False)
+    """A DeepSpeed checkpoint file, loaded weights-only: besides tensors and mmengine's allow-listed
+    classes (``visionllm.compat``) these files pickle DeepSpeed's config and bookkeeping objects."""
+    from deepspeed.runtime.fp16.loss_scaler import LossScaler
+    from deepspeed.runtime.zero.config import ZeroStageEnum
+    from deepspeed.utils.tensor_fragment import fragment_address
+    from mmengine.config import ConfigDict
+
+    with torch.serialization.safe_globals([ConfigDict, LossScaler, ZeroStageEnum, fragment_address]):
+        return torch.load(path, map_location="cpu", weights_only=True)
 
 
 @pytest.mark.slow
