@@ -172,14 +172,22 @@ def decode_parallel(
         probs = logits.masked_fill(~legal, float("-inf")).softmax(-1)  # (N,L,V)
         class_probs = probs[:, 0, vocab.class_local_ids(len(q.request.classes))]  # (N,n)
         locations = probs[:, 1:].argmax(-1)  # (N,L-1)
-        best = class_probs.flatten().topk(min(max_objects, class_probs.numel()))
-        token_ids, token_scores = [], []
-        for score, flat in zip(best.values.tolist(), best.indices.tolist()):
-            slot, class_index = divmod(flat, class_probs.shape[1])
-            token_ids += [vocab.class_id(class_index), *vocab.to_global(locations[slot].tolist())]
-            token_scores += [score] + [1.0] * locations.shape[1]
-        out.append(DecodedSequence(token_ids + [vocab.eoo_id], token_scores + [1.0]))
+        out.append(_best_pairs(vocab, class_probs, vocab.to_global(locations).tolist(), max_objects))
     return out
+
+
+def _best_pairs(
+    vocab: TaskVocab, class_probs: Tensor, geometry_ids: list[list[int]], max_objects: int
+) -> DecodedSequence:
+    """The ``max_objects`` most probable (candidate, class) pairs of ``class_probs`` (K, n), best first,
+    each written as its class reference and its candidate's geometry tokens (global ids)."""
+    best = class_probs.flatten().topk(min(max_objects, class_probs.numel()))
+    token_ids, token_scores = [], []
+    for score, flat in zip(best.values.tolist(), best.indices.tolist()):
+        candidate, class_index = divmod(flat, class_probs.shape[1])
+        token_ids += [vocab.class_id(class_index), *geometry_ids[candidate]]
+        token_scores += [score] + [1.0] * len(geometry_ids[candidate])
+    return DecodedSequence(token_ids + [vocab.eoo_id], token_scores + [1.0])
 
 
 @torch.no_grad()
@@ -253,14 +261,7 @@ def decode_tokens(
     class) pairs, each token's box (B,M,4 xyxy pixels) written as its task's bins."""
     out = []
     for q, logits, image_boxes, canvas in zip(queries, class_logits, boxes, canvas_sizes):
-        probs = logits.sigmoid()  # (M,n)
-        num_classes = probs.shape[1]
-        best = probs.flatten().topk(min(max_objects, probs.numel()))
         bins = np.rint(q.task.geometry_from_boxes(image_boxes.cpu().numpy(), canvas)).astype(np.int64)
-        token_ids, token_scores = [], []
-        for score, flat in zip(best.values.tolist(), best.indices.tolist()):
-            token, class_index = divmod(flat, num_classes)
-            token_ids += [vocab.class_id(class_index), *(vocab.bin_id(int(b)) for b in bins[token])]
-            token_scores += [score] + [1.0] * bins.shape[1]
-        out.append(DecodedSequence(token_ids + [vocab.eoo_id], token_scores + [1.0]))
+        geometry_ids = [[vocab.bin_id(int(b)) for b in token_bins] for token_bins in bins]
+        out.append(_best_pairs(vocab, logits.sigmoid(), geometry_ids, max_objects))
     return out
