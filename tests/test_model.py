@@ -11,6 +11,7 @@ from mmengine.config import Config
 from mmengine.structures import InstanceData
 
 from tests.conftest import REPO
+from visionllm.models.decoding import parallel_slot_logits
 from visionllm.registry import MODELS, register_all_modules
 
 CLASSES = ["circle", "square", "triangle"]
@@ -187,6 +188,35 @@ def test_parallel_slots_start_from_the_most_confident_tokens_and_their_detection
     # the seed detection the slot matcher uses: the same tokens' probabilities and locations
     torch.testing.assert_close(seeds[0][0], class_logits[0][chosen].sigmoid())
     torch.testing.assert_close(seeds[0][1].double(), torch.as_tensor(expected_coords))
+
+
+def test_parallel_slots_of_a_mixed_batch_equal_each_image_alone(model):
+    """Box and polygon requests in one batch get the logits each would get alone (one LLM pass per task,
+    so a box request is not padded to a polygon request's slot length)."""
+    model.eval()
+    requests = [
+        model.tasks["segment"].request_for_eval(CLASSES),
+        model.tasks["detect"].request_for_eval(CLASSES[:2]),
+        model.tasks["detect"].request_for_eval(CLASSES),
+    ]
+    queries = [model._query(model.tasks[r.task], r) for r in requests]
+    visual = torch.randn(len(queries), model.image_tokenizer.num_queries, model.llm.hidden_size)
+    slots = torch.randn(len(queries), model.slot_embed.shape[0], model.llm.hidden_size) * 0.02
+    lengths = []
+    handle = model.llm.register_forward_hook(lambda module, args, out: lengths.append(args[0].shape[:2]))
+    with torch.no_grad():
+        batched = parallel_slot_logits(model.llm, visual, queries, slots)
+        handle.remove()
+        num_slots = slots.shape[1]
+        expected = {
+            name: max(len(q.prompt_ids) + num_slots * q.task.object_length for q in queries if q.task.name == name)
+            for name in ("segment", "detect")
+        }
+        assert lengths == [(1, expected["segment"]), (2, expected["detect"])]
+        for i, query in enumerate(queries):
+            (alone,) = parallel_slot_logits(model.llm, visual[i : i + 1], [query], slots[i : i + 1])
+            assert batched[i].shape == (slots.shape[1], query.task.object_length, model.vocab.num_tokens)
+            torch.testing.assert_close(batched[i], alone, atol=1e-4, rtol=1e-4)
 
 
 def test_tokens_decoding_reads_the_tokenizers_detections(model):

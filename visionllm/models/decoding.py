@@ -125,27 +125,34 @@ def parallel_slot_logits(
     slot_inputs: Tensor,
     slot_priors: list[Tensor] | None = None,
 ) -> list[Tensor]:
-    """One forward pass over prompt + N format-token slots; returns per image (N, L, V) task logits.
+    """Prompt + N format-token slots through the LLM; returns per image (N, L, V) task logits.
 
     ``slot_inputs`` (B,N,D) is added to every format token of each image's slots. ``slot_priors``
     (per image (N, L, V), optional) are logits added to the slots' outputs: what each slot's seed
     token already says about its object, which the LLM refines.
+
+    Images are batched by task, one forward pass per task: slot lengths differ by task (5 tokens for a
+    box, 33 for a 16-point polygon), and padding a box request to a polygon request's N x 33 slot
+    positions would multiply its attention cost (measured in ``bench/profile_train_step.py``).
     """
     num_slots = slot_inputs.shape[1]
-    sequences, extras = [], []
-    for q, slots in zip(queries, slot_inputs):
-        length = q.task.object_length
-        sequences.append(q.prompt_ids + q.task.format_token_ids.tolist() * num_slots)
-        extras.append(slots.repeat_interleave(length, dim=0))  # (N*L, D)
-    embeds, mask, positions = embed_batch(llm, visual_tokens, sequences, extras)
-    hidden, _ = llm(embeds, mask, positions)
-    logits = []
-    for i, (q, seq) in enumerate(zip(queries, sequences)):
-        length = q.task.object_length
-        slots = hidden[i, hidden.shape[1] - num_slots * length :]  # (N*L, D)
-        keys = q.class_keys(hidden[i], embeds[i], hidden.shape[1] - len(seq))
-        slot_logits = llm.task_logits(slots, keys).view(num_slots, length, -1)
-        logits.append(slot_logits if slot_priors is None else slot_logits + slot_priors[i])
+    groups: dict[str, list[int]] = {}
+    for i, q in enumerate(queries):
+        groups.setdefault(q.task.name, []).append(i)
+    logits: list[Tensor | None] = [None] * len(queries)
+    for indices in groups.values():
+        length = queries[indices[0]].task.object_length
+        sequences, extras = [], []
+        for i in indices:
+            sequences.append(queries[i].prompt_ids + queries[i].task.format_token_ids.tolist() * num_slots)
+            extras.append(slot_inputs[i].repeat_interleave(length, dim=0))  # (N*L, D)
+        embeds, mask, positions = embed_batch(llm, visual_tokens[indices], sequences, extras)
+        hidden, _ = llm(embeds, mask, positions)
+        for row, (i, seq) in enumerate(zip(indices, sequences)):
+            slots = hidden[row, hidden.shape[1] - num_slots * length :]  # (N*L, D)
+            keys = queries[i].class_keys(hidden[row], embeds[row], hidden.shape[1] - len(seq))
+            slot_logits = llm.task_logits(slots, keys).view(num_slots, length, -1)
+            logits[i] = slot_logits if slot_priors is None else slot_logits + slot_priors[i]
     return logits
 
 
