@@ -6,6 +6,7 @@ from transformers import AutoTokenizer
 
 from visionllm.pretrained import minilm_dir
 from visionllm.tasks import DetectionTask, ImageAnnotations, SegmentationTask, build_task
+from visionllm.tasks.detection import sample_class_list
 from visionllm.vocab import TaskVocab
 
 CLASSES = ["circle", "square", "triangle", "star", "hexagon", "cross"]
@@ -149,6 +150,21 @@ def test_training_requests_mix_present_and_absent_classes_in_varying_order(detec
         assert sorted(targets.class_index.tolist()) == wanted
     assert saw_absent and saw_only_absent and saw_full_list
     assert len(orders) > 50 and len(templates) == len(detect.templates)
+
+
+def test_short_and_absent_only_class_lists_are_common_among_many_classes():
+    """Among 80 classes, lists as short as "person and dog" and lists naming only absent classes
+    (answered by <eoo> alone) both occur often enough to be learnt."""
+    classes = [f"class {i}" for i in range(80)]
+    present = [0, 0, 3, 17]
+    lists = [
+        sample_class_list(classes, present, 100, np.random.default_rng(seed), full_list_prob=0.0)
+        for seed in range(2000)
+    ]
+    short = np.mean([len(names) <= 3 for names in lists])
+    absent_only = np.mean([not {"class 0", "class 3", "class 17"} & set(names) for names in lists])
+    long = np.mean([len(names) >= 40 for names in lists])
+    assert short > 0.2 and absent_only > 0.08 and long > 0.1
 
 
 def test_class_lists_never_exceed_the_vocabulary(vocab):

@@ -9,8 +9,11 @@ Training class lists (``sample_request``), drawn so the model has to read the li
   dataset's classes fit the vocabulary): every dataset
   class, in dataset order half of the time (the evaluation instruction) and shuffled otherwise;
 * otherwise a subset: each class present in the image is kept with probability
-  ``KEEP_PRESENT_PROB``, plus a uniform number (0 to all) of absent classes; the subset is shuffled,
-  and is never empty.
+  ``KEEP_PRESENT_PROB`` (none of them with probability ``ABSENT_ONLY_PROB``, so the model learns to
+  answer "nothing" when asked only for what is not there), plus a log-uniform number of absent
+  classes from 0 to all: short lists such as "person and dog" are as common as long ones, where a
+  uniform count would make a two-class list rare among 80 classes. The subset is shuffled and is
+  never empty.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from visionllm.vocab import TaskVocab
 FULL_LIST_PROB = 0.2
 DATASET_ORDER_PROB = 0.5
 KEEP_PRESENT_PROB = 0.7
+ABSENT_ONLY_PROB = 0.1
 
 
 def sample_class_list(
@@ -41,13 +45,15 @@ def sample_class_list(
         order = np.arange(num_classes) if rng.random() < DATASET_ORDER_PROB else rng.permutation(num_classes)
         return [dataset_classes[i] for i in order]
     present = sorted(set(int(label) for label in present_labels))
-    kept = [label for label in present if rng.random() < KEEP_PRESENT_PROB]
+    only_absent = rng.random() < ABSENT_ONLY_PROB
+    kept = [] if only_absent else [label for label in present if rng.random() < KEEP_PRESENT_PROB]
     absent = np.setdiff1d(np.arange(num_classes), present)
     room = min(len(absent), max_classes - len(kept))
-    num_absent = int(rng.integers(0, room + 1)) if room > 0 else 0
+    num_absent = int((room + 1) ** rng.random()) - 1  # log-uniform over 0..room
     chosen = kept + rng.choice(absent, size=num_absent, replace=False).tolist()
     if not chosen:
-        chosen = [int(rng.choice(present if present else absent))]
+        pool = absent if len(absent) and (only_absent or not present) else present
+        chosen = [int(rng.choice(pool))]
     order = rng.permutation(len(chosen))[:max_classes]
     return [dataset_classes[chosen[i]] for i in order]
 
