@@ -155,14 +155,17 @@ def tables(report: dict) -> str:
         row(name, seconds)
         if name == "forward":
             # nested stages: the tokenizer's own time excludes its backbone and text encoder
-            tokenizer_rest = stage.get("image_tokenizer", 0.0) - stage.get(
-                "image_tokenizer.backbone", 0.0
-            ) - stage.get("image_tokenizer.text_encoder", 0.0)
+            tokenizer_rest = (
+                stage.get("image_tokenizer", 0.0)
+                - stage.get("image_tokenizer.backbone", 0.0)
+                - stage.get("image_tokenizer.text_encoder", 0.0)
+            )
             for key, value in stage.items():
                 row(f"  forward: {key}", tokenizer_rest if key == "image_tokenizer" else value)
-            row("  forward: rest (requests, targets, matching, priors)", seconds - sum(
-                v for k, v in stage.items() if "." not in k
-            ))
+            row(
+                "  forward: rest (requests, targets, matching, priors)",
+                seconds - sum(v for k, v in stage.items() if "." not in k),
+            )
     lines += ["", "| operator (self CPU) | s / step | calls / step | share |", "|---|---:|---:|---:|"]
     for op in report["operators"]:
         lines.append(
@@ -172,7 +175,9 @@ def tables(report: dict) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("config", nargs="?", default="configs/visionllm_tiny_synthetic.py")
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)

@@ -209,7 +209,9 @@ def test_parallel_slots_of_a_mixed_batch_equal_each_image_alone(model):
         handle.remove()
         num_slots = slots.shape[1]
         expected = {
-            name: max(len(q.prompt_ids) + num_slots * q.task.object_length for q in queries if q.task.name == name)
+            name: max(
+                len(q.prompt_ids) + num_slots * q.task.object_length for q in queries if q.task.name == name
+            )
             for name in ("segment", "detect")
         }
         assert lengths == [(1, expected["segment"]), (2, expected["detect"])]
