@@ -14,8 +14,11 @@ threshold (greedy matching per class, highest score first):
   every detection is false.
 
 Precision counts a detection of an asked class that matches no ground-truth object of that class as
-false (a cat labelled "dog" because only "dog" was asked counts against it). Prints a markdown table
-and writes JSON::
+false (a cat labelled "dog" because only "dog" was asked counts against it). A score threshold favours
+whichever request spreads its scores less (a slot asked for two classes puts all its probability on
+them, one asked for 80 spreads it), so each row also gives AP50 over the asked classes: pycocotools'
+average precision at IoU 0.5 over every detection, whatever its score, which compares the requests
+without a threshold. Prints a markdown table and writes JSON::
 
     python bench/instruction_subset.py configs/visionllm_small_coco128.py work_dirs/small/iter_N.pth \\
         --data-root ../shared/data/coco128 --out bench/results/instruction_subset.json
@@ -35,6 +38,7 @@ import visionllm  # noqa: F401  (its platform fixes must run before mmdet / mmcv
 # isort: split
 import numpy as np
 from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
 
 from visionllm.apis import Prediction, Predictor
 from visionllm.instructions import resolve_instruction
@@ -79,6 +83,7 @@ class GroundTruth:
     def __init__(self, ann_file: Path, max_images: int | None = None) -> None:
         self.coco = COCO(str(ann_file))
         self.names = {c["id"]: c["name"] for c in self.coco.loadCats(self.coco.getCatIds())}
+        self.category_ids = {name: cat for cat, name in self.names.items()}
         self.image_ids = sorted(self.coco.getImgIds())[:max_images]
         self.counts = Counter(
             self.names[a["category_id"]] for a in self.coco.loadAnns(self.coco.getAnnIds(iscrowd=False))
@@ -96,9 +101,29 @@ class GroundTruth:
         return next(name for name, _ in self.counts.most_common() if name not in present)
 
 
+def asked_ap50(truth: GroundTruth, results: list[dict], asked: Sequence[str]) -> float | None:
+    """pycocotools' AP at IoU 0.5 over the asked classes (mean over those with ground truth), from
+    COCO-format ``results`` of any score; None when no asked class has ground truth."""
+    evaluator = COCOeval(truth.coco, truth.coco.loadRes(results) if results else COCO(), "bbox")
+    evaluator.params.catIds = [truth.category_ids[name] for name in asked]
+    evaluator.params.imgIds = truth.image_ids
+    evaluator.evaluate()
+    evaluator.accumulate()
+    # precision: (IoU thresholds, recall points, classes, area ranges, max detections); IoU 0.5, all
+    # areas, 100 detections; -1 marks a class without ground truth
+    precision = evaluator.eval["precision"][0, :, :, 0, -1]
+    valid = precision[:, (precision > -1).all(0)]
+    return float(valid.mean()) if valid.size else None
+
+
 def _xyxy(bbox: Sequence[float]) -> list[float]:
     x, y, w, h = bbox
     return [x, y, x + w, y + h]
+
+
+def _xywh(box: Sequence[float]) -> list[float]:
+    x1, y1, x2, y2 = box
+    return [x1, y1, x2 - x1, y2 - y1]
 
 
 def detections(prediction: Prediction, asked: Sequence[str], score_thr: float) -> list:
@@ -143,11 +168,16 @@ def run(
     rows = []
     for name, request_of, asked_of in scenarios:
         totals = np.zeros(3, dtype=np.int64)
+        results = []  # every detection of an asked class, for AP50
         for image_id in truth.image_ids:
             asked = asked_of(image_id)
             [prediction] = predictor.predict(str(image_dir / truth.file_name(image_id)), request_of(image_id))
             found = detections(prediction, asked, score_thr)
             totals += match_counts(found, [t for t in truth.objects(image_id) if t[0] in asked])
+            results += [
+                dict(image_id=image_id, category_id=truth.category_ids[name], score=score, bbox=_xywh(box))
+                for name, score, box in detections(prediction, asked, 0.0)
+            ]
         true_positives, false_positives, num_truths = (int(v) for v in totals)
         num_found = true_positives + false_positives
         rows.append(
@@ -159,6 +189,8 @@ def run(
                 precision=true_positives / num_found if num_found else None,  # undefined: JSON null
                 recall=true_positives / num_truths if num_truths else None,
                 false_per_image=false_positives / len(truth.image_ids),
+                # the absent-class rows ask a different class per image and have no ground truth
+                ap50=asked_ap50(truth, results, classes) if name != "absent class" else None,
             )
         )
     return rows
@@ -166,14 +198,16 @@ def run(
 
 def format_table(rows: list[dict]) -> str:
     lines = [
-        "| request | GT objects | detections | precision | recall | false detections / image |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| request | GT objects | detections | precision | recall | false detections / image | AP50 |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
-        precision, recall = ("-" if v is None else f"{v:.3f}" for v in (r["precision"], r["recall"]))
+        precision, recall, ap50 = (
+            "-" if v is None else f"{v:.3f}" for v in (r["precision"], r["recall"], r.get("ap50"))
+        )
         lines.append(
             f"| {r['scenario']} | {r['ground_truth']} | {r['detections']} | {precision} | "
-            f"{recall} | {r['false_per_image']:.2f} |"
+            f"{recall} | {r['false_per_image']:.2f} | {ap50} |"
         )
     return "\n".join(lines)
 
@@ -197,7 +231,10 @@ def main() -> None:
     predictor = Predictor.from_checkpoint(args.config, args.checkpoint)
     truth = GroundTruth(args.data_root / args.ann_file, args.max_images)
     rows = run(predictor, truth, args.data_root / args.img_dir, args.classes, args.score_thr, args.seed)
-    print(f"\nasked classes: {', '.join(args.classes)}; IoU {IOU_THRESHOLD}, score >= {args.score_thr}\n")
+    print(
+        f"\nasked classes: {', '.join(args.classes)}; IoU {IOU_THRESHOLD}, score >= {args.score_thr} "
+        "(AP50: every score)\n"
+    )
     print(format_table(rows))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -178,4 +178,27 @@ def test_instruction_subset_table_shows_undefined_ratios_as_dashes():
     row = dict(scenario="absent class", ground_truth=0, detections=3, precision=0.0, recall=None,
                false_per_image=1.5)  # fmt: skip
     last_line = load_bench("instruction_subset").format_table([row]).splitlines()[-1]
-    assert last_line == "| absent class | 0 | 3 | 0.000 | - | 1.50 |"
+    assert last_line == "| absent class | 0 | 3 | 0.000 | - | 1.50 | - |"
+
+
+def test_instruction_subset_ap50_ranks_detections_whatever_their_scores(tmp_path):
+    """AP50 over the asked classes: 1 when every object is found and outranks every false box, lower
+    when a false box outranks them, 0 with no detection; other classes' objects do not count."""
+    bench = load_bench("instruction_subset")
+    ann_file = tmp_path / "gt.json"
+    boxes = [[0, 0, 10, 10], [20, 20, 10, 10]]  # xywh, one dog per image
+    gt = dict(
+        images=[dict(id=i, width=64, height=64, file_name=f"{i}.jpg") for i in (1, 2)],
+        categories=[dict(id=18, name="dog"), dict(id=17, name="cat")],
+        annotations=[
+            dict(id=i, image_id=i, category_id=18, bbox=boxes[i - 1], area=100, iscrowd=0) for i in (1, 2)
+        ]
+        + [dict(id=3, image_id=1, category_id=17, bbox=[40, 40, 10, 10], area=100, iscrowd=0)],
+    )
+    ann_file.write_text(json.dumps(gt))
+    truth = bench.GroundTruth(ann_file)
+    found = [dict(image_id=i, category_id=18, score=0.2, bbox=boxes[i - 1]) for i in (1, 2)]
+    false = dict(image_id=1, category_id=18, score=0.9, bbox=[40, 0, 10, 10])
+    assert bench.asked_ap50(truth, found, ["dog"]) == pytest.approx(1.0)
+    assert 0.4 < bench.asked_ap50(truth, [*found, false], ["dog"]) < 0.9
+    assert bench.asked_ap50(truth, [], ["dog"]) == 0.0
