@@ -5,7 +5,7 @@ Runner would, runs ``--warmup`` steps, then ``--steps`` timed steps, and prints 
 
 * the step split into data loading, preprocessing, the forward of each stage (inclusive wall time of
   the modules in ``STAGES``, measured with forward hooks; "rest of forward" is what the model does
-  between them: request sampling, target encoding, matching, loss assembly), backward and the
+  between them: request sampling, target encoding, slot priors, matching, losses), backward and the
   optimizer step, each as a share of the step;
 * the torch profiler's costliest operators by self CPU time (forward and backward together).
 
@@ -35,15 +35,8 @@ from mmengine.runner import Runner
 from visionllm.engine.launch import prepare_synthetic_data
 from visionllm.registry import MODELS, register_all_modules
 
-# model stages timed by forward hooks (inclusive; a module called twice per step adds up)
-STAGES = (
-    "image_tokenizer.backbone",
-    "image_tokenizer.text_encoder",
-    "image_tokenizer",
-    "llm",
-    "token_loss",
-    "slot_loss",
-)
+# model stages timed by forward hooks (inclusive; a module called several times per step adds up)
+STAGES = ("image_tokenizer.backbone", "image_tokenizer.text_encoder", "image_tokenizer", "llm")
 
 
 class StageTimer:

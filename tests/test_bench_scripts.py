@@ -9,7 +9,7 @@ import torch
 from mmengine.config import Config
 
 from tests.conftest import REPO
-from tests.tiny_runs import run
+from tests.tiny_runs import run, write_config
 from visionllm.registry import register_all_modules
 
 
@@ -202,3 +202,42 @@ def test_instruction_subset_ap50_ranks_detections_whatever_their_scores(tmp_path
     assert bench.asked_ap50(truth, found, ["dog"]) == pytest.approx(1.0)
     assert 0.4 < bench.asked_ap50(truth, [*found, false], ["dog"]) < 0.9
     assert bench.asked_ap50(truth, [], ["dog"]) == 0.0
+
+
+def test_profile_train_step_splits_a_step_into_phases_stages_and_operators(tmp_path):
+    config = write_config(tmp_path, "")
+    out = tmp_path / "profile.json"
+    stdout = run(
+        [
+            str(REPO / "bench/profile_train_step.py"),
+            str(config),
+            "--steps",
+            "2",
+            "--warmup",
+            "1",
+            "--out",
+            str(out),
+        ],
+        cwd=tmp_path,
+    )
+    report = json.loads(out.read_text())
+    assert list(report["phase_s"]) == [
+        "data loading",
+        "preprocessing",
+        "forward",
+        "backward",
+        "optimizer step",
+    ]
+    assert all(seconds > 0 for seconds in report["phase_s"].values())
+    stages = report["stage_forward_s"]
+    assert set(stages) == {
+        "image_tokenizer.backbone",
+        "image_tokenizer.text_encoder",
+        "image_tokenizer",
+        "llm",
+    }
+    # nested: the tokenizer's time holds its backbone's; every stage fits in the forward
+    assert stages["image_tokenizer"] > stages["image_tokenizer.backbone"]
+    assert stages["image_tokenizer"] + stages["llm"] < report["phase_s"]["forward"]
+    assert len(report["operators"]) == 15 and report["operators"][0]["self_cpu_s"] > 0
+    assert "| backward |" in stdout and "| aten::" in stdout
