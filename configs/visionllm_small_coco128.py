@@ -9,7 +9,7 @@ synthetic = None  # real data: nothing to generate
 
 # the eval instruction lists every COCO class: 80 class references (the model's max_classes). Detection
 # only, 30 slots (coco128 images hold 7.6 objects on average), parallel-decoding training only: SmolLM2's
-# 30 layers over ~300-token sequences cost ~6 s per batch of 2 on 2 CPU cores this way, twice that with
+# 30 layers cost ~6 s per batch of 2 on 2 CPU cores this way (bench/profile_train_step.py), twice that with
 # autoregressive training too and more with 33-token segmentation objects. For a GPU recipe add
 # train_modes=("parallel", "autoregressive") back.
 model = dict(
