@@ -174,6 +174,9 @@ def test_class_lists_never_exceed_the_vocabulary(vocab):
     for seed in range(20):
         request = detect.sample_request(many, annotations, np.random.default_rng(seed))
         assert 1 <= len(request.classes) <= vocab.max_classes
+        # more present classes than the list may hold (no room for absent ones): cut to max_classes
+        names = sample_class_list(many, np.arange(120), 16, np.random.default_rng(seed), full_list_prob=0.0)
+        assert 1 <= len(names) <= 16
     with pytest.raises(ValueError, match="class tokens"):
         detect.request_for_eval(many)
 

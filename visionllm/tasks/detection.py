@@ -48,7 +48,7 @@ def sample_class_list(
     only_absent = rng.random() < ABSENT_ONLY_PROB
     kept = [] if only_absent else [label for label in present if rng.random() < KEEP_PRESENT_PROB]
     absent = np.setdiff1d(np.arange(num_classes), present)
-    room = min(len(absent), max_classes - len(kept))
+    room = max(0, min(len(absent), max_classes - len(kept)))  # kept may overflow: cut below
     num_absent = int((room + 1) ** rng.random()) - 1  # log-uniform over 0..room
     chosen = kept + rng.choice(absent, size=num_absent, replace=False).tolist()
     if not chosen:
