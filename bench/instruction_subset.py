@@ -41,6 +41,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from visionllm.apis import Prediction, Predictor
+from visionllm.evaluation.dump import coco_result
 from visionllm.instructions import resolve_instruction
 from visionllm.tasks.base import Request
 
@@ -121,11 +122,6 @@ def _xyxy(bbox: Sequence[float]) -> list[float]:
     return [x, y, x + w, y + h]
 
 
-def _xywh(box: Sequence[float]) -> list[float]:
-    x1, y1, x2, y2 = box
-    return [x1, y1, x2 - x1, y2 - y1]
-
-
 def detections(prediction: Prediction, asked: Sequence[str], score_thr: float) -> list:
     """The prediction's objects of the asked classes above the threshold, as (name, score, box)."""
     return [
@@ -172,11 +168,12 @@ def run(
         for image_id in truth.image_ids:
             asked = asked_of(image_id)
             [prediction] = predictor.predict(str(image_dir / truth.file_name(image_id)), request_of(image_id))
-            found = detections(prediction, asked, score_thr)
+            every_score = detections(prediction, asked, 0.0)
+            found = [d for d in every_score if d[1] >= score_thr]
             totals += match_counts(found, [t for t in truth.objects(image_id) if t[0] in asked])
             results += [
-                dict(image_id=image_id, category_id=truth.category_ids[name], score=score, bbox=_xywh(box))
-                for name, score, box in detections(prediction, asked, 0.0)
+                coco_result(image_id, box, score, category_id=truth.category_ids[name])
+                for name, score, box in every_score
             ]
         true_positives, false_positives, num_truths = (int(v) for v in totals)
         num_found = true_positives + false_positives
