@@ -147,14 +147,9 @@ def tables(report: dict) -> str:
     for name, seconds in report["phase_s"].items():
         row(name, seconds)
         if name == "forward":
-            # nested stages: the tokenizer's own time excludes its backbone and text encoder
-            tokenizer_rest = (
-                stage.get("image_tokenizer", 0.0)
-                - stage.get("image_tokenizer.backbone", 0.0)
-                - stage.get("image_tokenizer.text_encoder", 0.0)
-            )
+            # a stage's own time: its inclusive time less that of the stages nested in it
             for key, value in stage.items():
-                row(f"  forward: {key}", tokenizer_rest if key == "image_tokenizer" else value)
+                row(f"  forward: {key}", value - sum(v for k, v in stage.items() if k.startswith(key + ".")))
             row(
                 "  forward: rest (requests, targets, matching, priors)",
                 seconds - sum(v for k, v in stage.items() if "." not in k),
