@@ -9,7 +9,7 @@ test_cfg = dict(type="TestLoop")
 
 optim_wrapper = dict(
     type="OptimWrapper",
-    optimizer=dict(type="AdamW", lr=2e-4, weight_decay=0.05, betas=(0.9, 0.999)),
+    optimizer=dict(type="AdamW", lr=2e-4, weight_decay=0.05, betas=(0.9, 0.999), fused=True),
     clip_grad=dict(max_norm=1.0, norm_type=2),
     # a backbone initialised from `checkpoint` learns slower than the freshly initialised rest
     paramwise_cfg=dict(
