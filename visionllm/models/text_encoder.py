@@ -60,10 +60,18 @@ class TextEncoder(nn.Module):
             self.model = BertModel(
                 BertConfig(vocab_size=len(self.tokenizer), **config), add_pooling_layer=False
             )
+        self.path = path
         self.max_length = max_length
         self.frozen = frozen
         if frozen:
             self.model.requires_grad_(False)
+
+    def pretrained_frozen_keys(self) -> list[str]:
+        """State-dict keys (relative to this module) of weights that are frozen and loaded again from
+        ``path`` when the encoder is built. Checkpoints may leave them out."""
+        if self.path is None or not self.frozen:
+            return []
+        return [name for name, _ in self.named_parameters(remove_duplicate=False)]
 
     @property
     def hidden_size(self) -> int:
