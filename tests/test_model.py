@@ -163,6 +163,32 @@ def test_token_loss_matches_each_object_to_one_token_and_vanishes_when_tokens_ar
     assert moved["loss_token_bbox"] > 0.1 and moved["loss_token_iou"] > 0.1
 
 
+def test_slot_loss_scores_each_requested_class_on_its_own():
+    """A slot's loss on one class does not depend on which other classes the request lists (a softmax
+    over the list would move probability onto "dog" when "cat" is left out), and padding is not scored."""
+    register_all_modules()
+    loss = MODELS.build(dict(type="SlotLoss"))
+    bins = torch.zeros(0, 8)
+    no_bins = torch.zeros(0, dtype=torch.long)
+    # image 1: 2 slots over [dog, cat], slot 0 matched to dog; image 2: one class, nothing matched
+    logits = torch.tensor([[2.0, -1.0], [0.5, 3.0]], requires_grad=True)
+    targets = torch.tensor([[1.0, 0.0], [0.0, 0.0]])
+    other = torch.tensor([[-4.0], [1.0]])
+    listed = loss([logits, other], [targets, torch.zeros(2, 1)], bins, no_bins)["loss_slot_cls"]
+    (grad_listed,) = torch.autograd.grad(listed, logits)
+    # the same request without "cat": the dog column's loss and gradient are unchanged
+    dog = logits[:, :1]
+    alone = loss([dog, other], [targets[:, :1], torch.zeros(2, 1)], bins, no_bins)["loss_slot_cls"]
+    (grad_alone,) = torch.autograd.grad(alone, logits)
+    torch.testing.assert_close(grad_alone[:, 0], grad_listed[:, 0])
+    assert alone < listed  # the cat column's false score (slot 1, logit 3) was a cost of its own
+    # image 2's one class is padded to the batch's two columns: the padding adds nothing (it would add
+    # two focal terms of a zero logit if it were scored)
+    first = loss([logits], [targets], bins, no_bins)["loss_slot_cls"]
+    second = loss([other], [torch.zeros(2, 1)], bins, no_bins)["loss_slot_cls"]  # nothing matched: / 1
+    torch.testing.assert_close(listed, first + second)
+
+
 def test_parallel_slots_start_from_the_most_confident_tokens_and_their_detections(model):
     model.eval()
     request = model.tasks["detect"].request_for_eval(CLASSES)

@@ -167,18 +167,18 @@ def decode_parallel(
 ) -> list[DecodedSequence]:
     """All objects in one pass: the ``max_objects`` most probable (slot, class) pairs, best first.
 
-    A pair's score is the class's probability among the request's classes and ``<noobj>`` at the
-    slot's class position, so empty slots come out with low scores (kept, ranked, for mAP); a slot may
-    answer with several classes for its one shape, as Deformable DETR's head ranks queries x classes.
+    A pair's score is the sigmoid of the slot's logit for that class reference at its class position
+    (each class on its own, as ``SlotLoss`` trains it), so empty slots come out with low scores (kept,
+    ranked, for mAP); a slot may answer with several classes for its one shape, as Deformable DETR's
+    head ranks queries x classes. Each location token is the slot's most probable legal bin.
     """
     vocab = llm.vocab
     out = []
     slot_logits = parallel_slot_logits(llm, visual_tokens, queries, slot_inputs, slot_priors)
     for q, logits in zip(queries, slot_logits):
         legal = grammar.slot_masks(q).to(logits.device)  # (L,V)
-        probs = logits.masked_fill(~legal, float("-inf")).softmax(-1)  # (N,L,V)
-        class_probs = probs[:, 0, vocab.class_local_ids(len(q.request.classes))]  # (N,n)
-        locations = probs[:, 1:].argmax(-1)  # (N,L-1)
+        class_probs = logits[:, 0, vocab.class_local_ids(len(q.request.classes))].sigmoid()  # (N,n)
+        locations = logits[:, 1:].masked_fill(~legal[1:], float("-inf")).argmax(-1)  # (N,L-1)
         out.append(_best_pairs(vocab, class_probs, vocab.to_global(locations).tolist(), max_objects))
     return out
 

@@ -18,49 +18,63 @@ def expected_bins(bin_logits: Tensor) -> Tensor:
     return probs @ torch.arange(bin_logits.shape[-1], device=bin_logits.device, dtype=probs.dtype)
 
 
+#: Deformable DETR's class loss, used for the visual tokens and for the parallel slots alike.
+FOCAL_LOSS = dict(type="FocalLoss", use_sigmoid=True, gamma=2.0, alpha=0.25, loss_weight=2.0)
+
+
+def pad_class_lists(logits: list[Tensor], targets: list[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+    """Per-image (K_i, n_i) class logits and targets -> (sum K_i, n_max) each, plus a weight that is 0
+    on the padding columns: class lists differ in length between images, padding is never scored."""
+    width = max(t.shape[1] for t in logits)
+
+    def pad(tensors: list[Tensor]) -> Tensor:
+        return torch.cat([F.pad(t, (0, width - t.shape[1])) for t in tensors])
+
+    return pad(logits), pad(targets), pad([torch.ones_like(t) for t in logits])
+
+
 @MODELS.register_module()
 class SlotLoss:
     """DETR-style set loss on parallel slots, in token space.
 
-    - class: cross-entropy at every slot's class position; matched slots target their object's class
-      reference, the others target ``<noobj>`` with weight ``noobj_weight`` (most slots are empty).
+    - class: a sigmoid focal loss (``loss_cls``, Deformable DETR's by default) on each slot's logit for
+      each requested class reference at its class position; a matched slot's target is its object's
+      class, an unmatched slot's is no class. Each (slot, class) pair is scored on its own, so a
+      slot on a cat does not gain "dog" probability when the list asks for dogs but not cats, as a
+      softmax over the listed classes would make it.
     - location: cross-entropy of matched slots' bins, plus an L1 term on the expected bin (normalised
       by the number of bins) that pulls a wrong bin towards the right one in proportion to the miss.
     """
 
-    def __init__(
-        self,
-        class_weight: float = 1.0,
-        bin_weight: float = 1.0,
-        l1_weight: float = 5.0,
-        noobj_weight: float = 0.1,
-    ) -> None:
-        self.class_weight = class_weight
+    def __init__(self, loss_cls: dict | None = None, bin_weight: float = 1.0, l1_weight: float = 5.0) -> None:
+        self.loss_cls = MODELS.build(loss_cls or FOCAL_LOSS)
         self.bin_weight = bin_weight
         self.l1_weight = l1_weight
-        self.noobj_weight = noobj_weight
 
     def __call__(
-        self, class_logits: Tensor, class_targets: Tensor, bin_logits: Tensor, bin_targets: Tensor
+        self,
+        class_logits: list[Tensor],
+        class_targets: list[Tensor],
+        bin_logits: Tensor,
+        bin_targets: Tensor,
     ) -> dict[str, Tensor]:
         """Args:
-        class_logits: (S, C+1) all slots of the batch; the last column is ``<noobj>``.
-        class_targets: (S,) class index, ``C`` (= noobj) for unmatched slots.
+        class_logits: per image (N, n_i) every slot's logits for the request's class references.
+        class_targets: per image (N, n_i) one-hot of the matched slots' classes (zero rows elsewhere).
         bin_logits: (P, num_bins) every location token of the matched slots.
         bin_targets: (P,) their ground-truth bins.
         """
-        noobj = class_logits.shape[-1] - 1
-        weights = torch.ones(noobj + 1, device=class_logits.device)
-        weights[noobj] = self.noobj_weight
-        loss_cls = F.cross_entropy(class_logits, class_targets, weight=weights)
+        logits, targets, valid = pad_class_lists(class_logits, class_targets)
+        num_matched = max(int(targets.sum().item()), 1)
+        loss_cls = self.loss_cls(logits, targets, valid, avg_factor=num_matched)
         if bin_targets.numel() == 0:
             zero = bin_logits.sum() * 0.0
-            return dict(loss_slot_cls=self.class_weight * loss_cls, loss_slot_bin=zero, loss_slot_l1=zero)
+            return dict(loss_slot_cls=loss_cls, loss_slot_bin=zero, loss_slot_l1=zero)
         num_bins = bin_logits.shape[-1]
         loss_bin = F.cross_entropy(bin_logits, bin_targets)
         loss_l1 = (expected_bins(bin_logits) - bin_targets.float()).abs().mean() / num_bins
         return dict(
-            loss_slot_cls=self.class_weight * loss_cls,
+            loss_slot_cls=loss_cls,
             loss_slot_bin=self.bin_weight * loss_bin,
             loss_slot_l1=self.l1_weight * loss_l1,
         )
@@ -105,9 +119,7 @@ class TokenDetectionLoss:
                 ],
             )
         )
-        self.loss_cls = MODELS.build(
-            loss_cls or dict(type="FocalLoss", use_sigmoid=True, gamma=2.0, alpha=0.25, loss_weight=2.0)
-        )
+        self.loss_cls = MODELS.build(loss_cls or FOCAL_LOSS)
         self.loss_bbox = MODELS.build(loss_bbox or dict(type="L1Loss", loss_weight=5.0))
         self.loss_iou = MODELS.build(loss_iou or dict(type="GIoULoss", loss_weight=2.0))
 
@@ -128,8 +140,7 @@ class TokenDetectionLoss:
         """
         height, width = canvas
         scale = boxes.new_tensor([width, height, width, height])
-        width_max = max(c.shape[1] for c in class_logits)
-        logits, targets, valid, matched_boxes, matched_gts = [], [], [], [], []
+        targets, matched_boxes, matched_gts = [], [], []
         for pred_boxes, cls, gt_box, gt_cls in zip(boxes, class_logits, gt_boxes, gt_classes):
             gt_box, gt_cls = gt_box.to(boxes), gt_cls.to(boxes.device)
             pred_xyxy = bbox_cxcywh_to_xyxy(pred_boxes) * scale
@@ -142,19 +153,15 @@ class TokenDetectionLoss:
             gts = assigned[tokens] - 1
             target = torch.zeros_like(cls)
             target[tokens, gt_cls[gts]] = 1.0
-            pad = width_max - cls.shape[1]
-            logits.append(F.pad(cls, (0, pad)))
-            targets.append(F.pad(target, (0, pad)))
-            valid.append(F.pad(torch.ones_like(cls), (0, pad)))  # padded classes are not scored
+            targets.append(target)
             matched_boxes.append(pred_boxes[tokens])
             matched_gts.append(gt_box[gts] / scale)
+        logits, targets, valid = pad_class_lists(class_logits, targets)
         num_matched = max(sum(len(b) for b in matched_boxes), 1)
         pred = torch.cat(matched_boxes)  # (P,4) cxcywh, normalised
         gt = torch.cat(matched_gts)  # (P,4) xyxy, normalised
         return dict(
-            loss_token_cls=self.loss_cls(
-                torch.cat(logits), torch.cat(targets), torch.cat(valid), avg_factor=num_matched
-            ),
+            loss_token_cls=self.loss_cls(logits, targets, valid, avg_factor=num_matched),
             loss_token_bbox=self.loss_bbox(pred, bbox_xyxy_to_cxcywh(gt), avg_factor=num_matched),
             loss_token_iou=self.loss_iou(bbox_cxcywh_to_xyxy(pred), gt, avg_factor=num_matched),
         )

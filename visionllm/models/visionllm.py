@@ -312,41 +312,22 @@ class VisionLLM(PretrainedMixin, BaseModel):
         """Slot set loss. Objects are matched to slots by the slots' seed detections when they have
         them: a slot then learns to refine the object its seed token found, not to override it."""
         vocab = self.vocab
-        noobj = vocab.to_local(vocab.noobj_id)
         class_logits, class_targets, bin_logits, bin_targets = [], [], [], []
         for i, (q, target, logits) in enumerate(zip(queries, targets, slot_logits)):
-            n = len(q.request.classes)
-            class_ids = vocab.class_local_ids(n)
-            # (N, n+1): the request's class references, then <noobj>
-            cls = logits[:, 0, torch.cat([class_ids, class_ids.new_tensor([noobj])])]
+            cls = logits[:, 0, vocab.class_local_ids(len(q.request.classes))]  # (N, n)
             bins = logits[:, 1:, vocab.bin_local_ids()]  # (N, L-1, num_bins)
             class_probs, locations = (
-                seeds[i]
-                if seeds is not None
-                else (cls.softmax(-1)[:, :n].detach(), expected_bins(bins.detach()))
+                seeds[i] if seeds is not None else (cls.detach().sigmoid(), expected_bins(bins.detach()))
             )
             slots, gts = self.matcher(class_probs, locations, target.class_index, target.bins, vocab.num_bins)
-            labels = torch.full((cls.shape[0],), n, dtype=torch.long, device=cls.device)
-            labels[slots.to(cls.device)] = target.class_index[gts].to(cls.device)
-            # pad every image's class logits to the batch's largest class list (padding never wins)
+            slots = slots.to(cls.device)
+            onehot = torch.zeros_like(cls)
+            onehot[slots, target.class_index[gts].to(cls.device)] = 1.0
             class_logits.append(cls)
-            class_targets.append(labels)
-            bin_logits.append(bins[slots.to(cls.device)].flatten(0, 1))  # (matched*(L-1), num_bins)
+            class_targets.append(onehot)
+            bin_logits.append(bins[slots].flatten(0, 1))  # (matched*(L-1), num_bins)
             bin_targets.append(target.bins[gts].to(cls.device).flatten())
-        width = max(c.shape[1] for c in class_logits)
-        padded = [self._pad_classes(c, width) for c in class_logits]
-        targets_padded = [
-            torch.where(t == c.shape[1] - 1, width - 1, t) for t, c in zip(class_targets, class_logits)
-        ]
-        return self.slot_loss(
-            torch.cat(padded), torch.cat(targets_padded), torch.cat(bin_logits), torch.cat(bin_targets)
-        )
-
-    @staticmethod
-    def _pad_classes(logits: Tensor, width: int) -> Tensor:
-        """(N, n+1) -> (N, width): -inf columns inserted before the final <noobj> column."""
-        filler = logits.new_full((logits.shape[0], width - logits.shape[1]), float("-inf"))
-        return torch.cat([logits[:, :-1], filler, logits[:, -1:]], 1)
+        return self.slot_loss(class_logits, class_targets, torch.cat(bin_logits), torch.cat(bin_targets))
 
     def _sequence_loss(self, visual: Tensor, queries: list[LLMQuery], targets: list) -> Tensor:
         sequences, answers = [], []
