@@ -1,7 +1,7 @@
 """The main job on the embedded default, end to end (the README's first command runs it):
 
 1. generate the synthetic shapes dataset (data/synthetic, deterministic);
-2. train the tiny VisionLLM on it (configs/visionllm_tiny_synthetic.py; ~10 minutes on 2 CPU cores);
+2. train the tiny VisionLLM on it (configs/visionllm_tiny_synthetic.py; about 7 minutes on 2 CPU cores);
 3. evaluate on the validation split and print the COCO tables (bbox and segm);
 4. predict with a custom instruction on a validation image and draw it (work_dirs/.../demo_prediction.png).
 """
