@@ -28,7 +28,7 @@ from mmdet.utils import get_test_pipeline_cfg
 from mmdet.utils.misc import IMG_EXTENSIONS
 from mmengine.config import Config
 from mmengine.dataset import Compose, pseudo_collate
-from mmengine.runner.checkpoint import CheckpointLoader, load_state_dict
+from mmengine.runner.checkpoint import _load_checkpoint, _load_checkpoint_to_model
 from PIL import Image, ImageOps
 from pycocotools import mask as mask_utils
 
@@ -170,9 +170,10 @@ class Predictor:
         cfg = config if isinstance(config, Config) else Config.fromfile(str(config))
         register_all_modules()
         model = MODELS.build(cfg.model)
-        loaded = CheckpointLoader.load_checkpoint(str(checkpoint), map_location="cpu", logger="silent")
-        restore_pretrained_frozen(model, loaded)  # a checkpoint may leave them out (LoRA-only)
-        load_state_dict(model, loaded.get("state_dict", loaded), strict=True, logger="silent")
+        # mmengine's load_checkpoint in its two steps, with the left-out frozen weights put back between
+        loaded = _load_checkpoint(str(checkpoint), map_location="cpu", logger="silent")
+        restore_pretrained_frozen(model, loaded)
+        _load_checkpoint_to_model(model, loaded, strict=True, logger="silent")
         classes = loaded.get("meta", {}).get("dataset_meta", {}).get("classes")
         if classes:
             model.class_names = list(classes)

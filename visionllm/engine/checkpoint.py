@@ -21,9 +21,9 @@ from mmengine.dist import all_gather_object, get_dist_info, is_main_process
 from mmengine.fileio.backends import LocalBackend, register_backend
 from mmengine.hooks import CheckpointHook
 from mmengine.logging import print_log
-from mmengine.model import is_model_wrapper
 from torch import nn
 
+from visionllm.engine.hooks import unwrap_model
 from visionllm.fileio import PARTIAL_SUFFIX, atomic_write
 from visionllm.registry import HOOKS
 
@@ -193,10 +193,10 @@ class ResumableCheckpointHook(CheckpointHook):
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
         if not self.save_pretrained_frozen:
-            omit_pretrained_frozen(_unwrap(runner.model), checkpoint)
+            omit_pretrained_frozen(unwrap_model(runner.model), checkpoint)
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
-        restore_pretrained_frozen(_unwrap(runner.model), checkpoint)
+        restore_pretrained_frozen(unwrap_model(runner.model), checkpoint)
         meta = checkpoint.get("meta", {})
         self._loaded = (meta.get("iter"), meta.get("rng_states"))
 
@@ -230,8 +230,3 @@ class ResumableCheckpointHook(CheckpointHook):
         if self._val_state is not None:
             set_random_state(self._val_state)
             self._val_state = None
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    """The model inside a distributed wrapper (whose state-dict keys checkpoints hold)."""
-    return model.module if is_model_wrapper(model) else model

@@ -8,8 +8,14 @@ from collections.abc import Callable
 
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
+from torch import nn
 
 from visionllm.registry import HOOKS
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The model inside a distributed wrapper (DDP and the like), else the model itself."""
+    return model.module if is_model_wrapper(model) else model
 
 
 @HOOKS.register_module()
@@ -23,7 +29,7 @@ class ClassNamesHook(Hook):
     priority = "VERY_HIGH"
 
     def before_run(self, runner) -> None:
-        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        model = unwrap_model(runner.model)
         if getattr(model, "class_names", None):
             return
         for name in ("train_dataloader", "val_dataloader", "test_dataloader"):
