@@ -12,6 +12,7 @@ from mmengine.structures import InstanceData
 
 from tests.conftest import REPO
 from visionllm.models.decoding import parallel_slot_logits
+from visionllm.models.image_tokenizer import refine
 from visionllm.registry import MODELS, register_all_modules
 
 CLASSES = ["circle", "square", "triangle"]
@@ -69,7 +70,7 @@ def test_loss_is_finite_and_reaches_every_part(model):
     for name in (
         "image_tokenizer.backbone",
         "image_tokenizer.text_encoder",
-        "image_tokenizer.box_head",
+        "image_tokenizer.box_heads",
         "image_tokenizer.class_proj",
         "llm.llm",
         "llm.class_query",
@@ -153,14 +154,55 @@ def test_token_loss_matches_each_object_to_one_token_and_vanishes_when_tokens_ar
     exact = torch.tensor([[48.0, 24.0, 32.0, 16.0], [10.0, 50.0, 8.0, 8.0], [16.0, 24.0, 16.0, 32.0]]) / 64
     confident = torch.full((3, 2), -9.0)
     confident[2, 1] = confident[0, 0] = 9.0  # each matched token names its object's class
-    right = loss(exact[None], [confident], [gt_boxes], [gt_classes], canvas=(64, 64))
+    # one decoder layer, one image: boxes (L,B,M,4), class logits per image (L,M,n)
+    right = loss(exact[None, None], [confident[None]], [gt_boxes], [gt_classes], canvas=(64, 64))
     assert right["loss_token_bbox"] < 1e-6 and right["loss_token_iou"] < 1e-6
     assert right["loss_token_cls"] < 1e-3
     swapped = confident[:, [1, 0]]  # the right boxes name the wrong classes: some loss must rise
-    wrong = loss(exact[None], [swapped], [gt_boxes], [gt_classes], canvas=(64, 64))
+    wrong = loss(exact[None, None], [swapped[None]], [gt_boxes], [gt_classes], canvas=(64, 64))
     assert sum(wrong.values()) > 1.0
-    moved = loss((exact + 0.1)[None], [confident], [gt_boxes], [gt_classes], canvas=(64, 64))
+    moved = loss((exact + 0.1)[None, None], [confident[None]], [gt_boxes], [gt_classes], canvas=(64, 64))
     assert moved["loss_token_bbox"] > 0.1 and moved["loss_token_iou"] > 0.1
+    # two layers, the first one off: each layer is scored on its own, the earlier one under "d0."
+    layers = loss(
+        torch.stack([exact + 0.1, exact])[:, None],
+        [torch.stack([confident, confident])],
+        [gt_boxes],
+        [gt_classes],
+        canvas=(64, 64),
+    )
+    assert set(layers) == {
+        f"{prefix}loss_token_{n}" for prefix in ("", "d0.") for n in ("cls", "bbox", "iou")
+    }
+    torch.testing.assert_close(layers["loss_token_bbox"], right["loss_token_bbox"])
+    torch.testing.assert_close(layers["d0.loss_token_bbox"], moved["loss_token_bbox"])
+
+
+def test_every_decoder_layer_refines_the_previous_box_and_is_trained():
+    """With several tokenizer decoder layers, layer k's boxes are offsets from layer k-1's (Deformable DETR's
+    box refinement) and every layer's detections get a loss, so gradients reach every box head."""
+    register_all_modules()
+    cfg = Config.fromfile(REPO / "configs/_base_/models/visionllm_tiny.py").model
+    cfg.class_names = CLASSES
+    cfg.num_slots = 4
+    cfg.image_tokenizer.num_decoder_layers = 3
+    torch.manual_seed(0)
+    model = MODELS.build(cfg)
+    tokenizer = model.image_tokenizer
+    for box_head in tokenizer.box_heads:  # start from non-zero offsets, so refinement is visible
+        torch.nn.init.normal_(box_head.layers[-1].weight, std=0.1)
+    images = torch.randn(2, 3, CANVAS, CANVAS)
+    with torch.no_grad():
+        tokens = tokenizer(images, ["find circles", "find squares"])
+    assert tokens.layer_features.shape[:2] == tokens.layer_boxes.shape[:2] == (3, 2)
+    for layer in (1, 2):
+        offsets = tokenizer.box_heads[layer](tokens.layer_features[layer])
+        torch.testing.assert_close(tokens.layer_boxes[layer], refine(offsets, tokens.layer_boxes[layer - 1]))
+    losses = model.loss(images, [make_sample(), make_sample()])
+    assert {"d0.loss_token_iou", "d1.loss_token_iou", "loss_token_iou"} <= set(losses)
+    sum(losses.values()).backward()
+    for layer, box_head in enumerate(tokenizer.box_heads):
+        assert box_head.layers[0].weight.grad.abs().sum() > 0, f"no gradient reaches box head {layer}"
 
 
 def test_slot_loss_scores_each_requested_class_on_its_own():

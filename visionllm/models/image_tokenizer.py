@@ -4,11 +4,13 @@
     instruction --text encoder--> (B,L,d_t) --linear--> (B,L,d)
     each level: visual tokens cross-attend to the instruction (the language guidance)
     deformable encoder over all levels (mmdet Deformable DETR layers)
-    M learned queries --deformable decoder--> (B,M,d) + reference points (B,M,2)
-    each token --box MLP--> a box (B,M,4) refined from its reference point; it can score classes
-    against the class names' text features (``class_logits``), so a DETR-style loss on the tokens
-    (``TokenDetectionLoss``) makes them localise before the LLM reads them
-    --MLP--> (B,M,D_llm), plus a projection of each token's box encoding (the LLM reads where it is)
+    M learned queries --deformable decoder, layer by layer--> (L,B,M,d)
+    after each layer every token --box MLP--> a box (B,M,4) refined from the layer's reference (the
+    reference point at first, then the previous layer's box, as Deformable DETR's box refinement);
+    tokens score classes against the class names' text features (``class_logits``), so a DETR-style
+    loss on every layer's tokens (``TokenDetectionLoss``) makes them localise before the LLM reads them
+    last layer --MLP--> (B,M,D_llm), plus a projection of each token's box encoding (the LLM reads where
+    it is)
 
 The whole padded canvas is treated as valid: location bins are defined over the padded input, so
 the padding is part of the picture the model reasons about and no masks are needed.
@@ -38,15 +40,27 @@ from visionllm.registry import MODELS
 class VisualTokens:
     """The tokenizer's output: what the LLM reads and what the token-level detection loss scores.
 
-    ``embeds`` (B,M,D_llm) go into the LLM; ``features`` (B,M,d) are the decoder's token states;
-    ``boxes`` (B,M,4) are each token's box as normalised (cx, cy, w, h) over the padded input, whose
-    (height, width) in pixels is ``canvas``.
+    ``embeds`` (B,M,D_llm) go into the LLM; ``layer_features`` (L,B,M,d) are the token states after
+    each of the L decoder layers; ``layer_boxes`` (L,B,M,4) each token's box after each layer as
+    normalised (cx, cy, w, h) over the padded input, whose (height, width) in pixels is ``canvas``.
+    The last layer's (``features``, ``boxes``) are the tokens' detections; the earlier ones are trained
+    too (auxiliary losses, as in Deformable DETR).
     """
 
     embeds: Tensor
-    features: Tensor
-    boxes: Tensor
+    layer_features: Tensor
+    layer_boxes: Tensor
     canvas: tuple[int, int]
+
+    @property
+    def features(self) -> Tensor:
+        """(B,M,d) the last decoder layer's token states."""
+        return self.layer_features[-1]
+
+    @property
+    def boxes(self) -> Tensor:
+        """(B,M,4) the last decoder layer's boxes."""
+        return self.layer_boxes[-1]
 
 
 class TextCrossAttention(nn.Module):
@@ -109,11 +123,12 @@ class LanguageGuidedImageTokenizer(BaseModule):
                 ffn_cfg=ffn,
             ),
             post_norm_cfg=None,
-            return_intermediate=False,
+            return_intermediate=True,
         )
         self.query_embed = nn.Embedding(num_queries, 2 * embed_dims)  # content + position halves
         self.reference_points = nn.Linear(embed_dims, 2)
-        self.box_head = MLP(embed_dims, embed_dims, 4, 3)  # offsets to the reference point, logit space
+        # one per decoder layer: offsets to the layer's reference (point or box), in logit space
+        self.box_heads = nn.ModuleList(MLP(embed_dims, embed_dims, 4, 3) for _ in range(num_decoder_layers))
         self.class_proj = nn.Linear(embed_dims, embed_dims)  # token side of the class-name similarity
         self.class_bias = nn.Parameter(torch.tensor(bias_init_with_prob(0.01)))  # focal-loss prior
         self.llm_proj = nn.Sequential(
@@ -122,11 +137,12 @@ class LanguageGuidedImageTokenizer(BaseModule):
         # where each token's object is: the LLM reads absolute positions from it (bins are absolute)
         self.position_proj = nn.Linear(2 * embed_dims, llm_dims)
         nn.init.normal_(self.level_embed, std=0.02)
-        # start at the reference point with small boxes, as Deformable DETR's box branch
-        nn.init.zeros_(self.box_head.layers[-1].weight)
-        nn.init.constant_(self.box_head.layers[-1].bias, 0.0)
-        with torch.no_grad():
-            self.box_head.layers[-1].bias[2:] = -2.0
+        # start at the reference point with small boxes, later layers at the previous box, as Deformable
+        # DETR's refined box branches
+        for box_head in self.box_heads:
+            nn.init.zeros_(box_head.layers[-1].weight)
+            nn.init.zeros_(box_head.layers[-1].bias)
+        nn.init.constant_(self.box_heads[0].layers[-1].bias[2:], -2.0)
 
     @property
     def num_queries(self) -> int:
@@ -162,7 +178,8 @@ class LanguageGuidedImageTokenizer(BaseModule):
 
         query_pos, query = self.query_embed.weight.unsqueeze(0).expand(batch, -1, -1).split(dims, dim=-1)
         reference_points = self.reference_points(query_pos).sigmoid()  # (B,M,2)
-        tokens, _ = self.decoder(
+        # each layer samples around the previous layer's box (detached there, as in Deformable DETR)
+        layer_tokens, refined = self.decoder(
             query=query,
             query_pos=query_pos,
             value=memory,
@@ -171,17 +188,27 @@ class LanguageGuidedImageTokenizer(BaseModule):
             spatial_shapes=spatial_shapes,
             level_start_index=level_start_index,
             valid_ratios=valid_ratios,
-        )  # (B,M,d)
-        offsets = self.box_head(tokens)  # (B,M,4)
-        boxes = torch.cat(
-            [offsets[..., :2] + inverse_sigmoid(reference_points), offsets[..., 2:]], -1
-        ).sigmoid()  # (B,M,4) cx, cy, w, h
-        position = coordinate_to_encoding(boxes.detach(), num_feats=dims // 2)  # (B,M,2d)
-        embeds = self.llm_proj(tokens) + self.position_proj(position)
-        return VisualTokens(embeds=embeds, features=tokens, boxes=boxes, canvas=tuple(images.shape[-2:]))
+            reg_branches=self.box_heads,
+        )  # (L,B,M,d), (L,B,M,4)
+        references = [reference_points, *refined[:-1]]  # what each layer's box head refined
+        layer_boxes = torch.stack(
+            [
+                refine(box_head(tokens), ref)
+                for box_head, tokens, ref in zip(self.box_heads, layer_tokens, references)
+            ]
+        )  # (L,B,M,4) cx, cy, w, h
+        position = coordinate_to_encoding(layer_boxes[-1].detach(), num_feats=dims // 2)  # (B,M,2d)
+        embeds = self.llm_proj(layer_tokens[-1]) + self.position_proj(position)
+        return VisualTokens(
+            embeds=embeds,
+            layer_features=layer_tokens,
+            layer_boxes=layer_boxes,
+            canvas=tuple(images.shape[-2:]),
+        )
 
     def class_logits(self, features: Tensor, class_lists: list[list[str]]) -> list[Tensor]:
-        """Per image, (M, n_i) logits that each token shows each of its request's classes.
+        """Per image, (..., M, n_i) logits that each token shows each of its request's classes, from token
+        states (..., B, M, d): (B,M,d) gives (M, n_i) per image, every layer's (L,B,M,d) gives (L,M,n_i).
 
         A class is the mean of its name's text-encoder features (encoded alone, so a long class list is
         never truncated); a token scores it by scaled dot product, as open-vocabulary detectors do.
@@ -191,8 +218,16 @@ class LanguageGuidedImageTokenizer(BaseModule):
         keep = (~padding).unsqueeze(-1).to(hidden.dtype)
         name_features = self.text_proj((hidden * keep).sum(1) / keep.sum(1))  # (U,d)
         index = {name: i for i, name in enumerate(names)}
-        token_side = self.class_proj(features) / features.shape[-1] ** 0.5  # (B,M,d)
+        token_side = self.class_proj(features) / features.shape[-1] ** 0.5  # (...,B,M,d)
         return [
-            token_side[b] @ name_features[[index[n] for n in classes]].T + self.class_bias
+            token_side[..., b, :, :] @ name_features[[index[n] for n in classes]].T + self.class_bias
             for b, classes in enumerate(class_lists)
         ]
+
+
+def refine(offsets: Tensor, reference: Tensor) -> Tensor:
+    """A box (…,4) normalised (cx, cy, w, h) from logit-space ``offsets`` (…,4) to a ``reference``: a
+    point (…,2), whose offsets also give the size, or a previous box (…,4)."""
+    if reference.shape[-1] == 4:
+        return (offsets + inverse_sigmoid(reference)).sigmoid()
+    return torch.cat([offsets[..., :2] + inverse_sigmoid(reference), offsets[..., 2:]], -1).sigmoid()

@@ -99,6 +99,8 @@ class TokenDetectionLoss:
     mmdet's Hungarian assigner matches tokens to the requested objects, then a sigmoid focal loss
     scores classes (unmatched tokens: no class) and L1 + GIoU score the matched boxes. The LLM reads
     these tokens, so tokens that localise make its box tokens a short copy instead of a long search.
+    Every decoder layer's detections are scored, each matched on its own, as Deformable DETR's
+    auxiliary losses: the last layer's keys are ``loss_token_*``, layer i's before it ``d{i}.loss_token_*``.
     """
 
     def __init__(
@@ -125,19 +127,43 @@ class TokenDetectionLoss:
 
     def __call__(
         self,
+        layer_boxes: Tensor,
+        layer_class_logits: list[Tensor],
+        gt_boxes: list[Tensor],
+        gt_classes: list[Tensor],
+        canvas: tuple[int, int],
+    ) -> dict[str, Tensor]:
+        """Args:
+        layer_boxes: (L,B,M,4) every decoder layer's token boxes, normalised (cx, cy, w, h) over the
+            padded input.
+        layer_class_logits: per image (L, M, n_i) every layer's logits over the request's classes.
+        gt_boxes: per image (G_i,4) requested objects' xyxy boxes in padded-input pixels.
+        gt_classes: per image (G_i,) their index into the request's classes.
+        canvas: (height, width) of the padded input.
+        """
+        num_layers = layer_boxes.shape[0]
+        losses = {}
+        for layer in range(num_layers):
+            prefix = "" if layer == num_layers - 1 else f"d{layer}."
+            layer_losses = self._one_layer(
+                layer_boxes[layer],
+                [logits[layer] for logits in layer_class_logits],
+                gt_boxes,
+                gt_classes,
+                canvas,
+            )
+            losses.update({prefix + name: value for name, value in layer_losses.items()})
+        return losses
+
+    def _one_layer(
+        self,
         boxes: Tensor,
         class_logits: list[Tensor],
         gt_boxes: list[Tensor],
         gt_classes: list[Tensor],
         canvas: tuple[int, int],
     ) -> dict[str, Tensor]:
-        """Args:
-        boxes: (B,M,4) token boxes, normalised (cx, cy, w, h) over the padded input.
-        class_logits: per image (M, n_i) logits over its request's classes.
-        gt_boxes: per image (G_i,4) requested objects' xyxy boxes in padded-input pixels.
-        gt_classes: per image (G_i,) their index into the request's classes.
-        canvas: (height, width) of the padded input.
-        """
+        """The set loss of one layer's detections: boxes (B,M,4), per image (M, n_i) class logits."""
         height, width = canvas
         scale = boxes.new_tensor([width, height, width, height])
         targets, matched_boxes, matched_gts = [], [], []

@@ -221,13 +221,17 @@ class VisionLLM(PretrainedMixin, BaseModel):
             queries.append(self._query(task, request))
             targets.append(task.encode_objects(request, annotations, self._class_names()))
         tokens = self.image_tokenizer(inputs, [q.request.plain_text for q in queries])
-        token_class_logits = self._token_class_logits(tokens, queries)
+        token_class_logits = None
         losses: dict[str, Tensor] = {}
         if self.token_loss is not None:
+            layer_class_logits = self.image_tokenizer.class_logits(
+                tokens.layer_features, [q.request.classes for q in queries]
+            )  # per image (L, M, n)
+            token_class_logits = [logits[-1] for logits in layer_class_logits]
             losses.update(
                 self.token_loss(
-                    tokens.boxes,
-                    token_class_logits,
+                    tokens.layer_boxes,
+                    layer_class_logits,
                     [t.boxes for t in targets],
                     [t.class_index for t in targets],
                     canvas=tokens.canvas,
