@@ -86,6 +86,24 @@ def test_detr_config_shares_backbone_preprocessor_and_data_with_tiny_visionllm()
     assert detr.val_evaluator.metric == ["bbox"]
 
 
+def test_coco128_detr_config_shares_backbone_preprocessor_and_512_px_data_with_visionllm():
+    detr = Config.fromfile(REPO / "configs/deformable_detr_effnet_coco128.py")
+    vllm = Config.fromfile(REPO / "configs/visionllm_effnet_coco128_512.py")
+    backbone = dict(detr.model.backbone)
+    assert backbone.pop("type") == "TimmBackbone"
+    assert backbone == dict(vllm.model.image_tokenizer.backbone)
+    assert detr.model.data_preprocessor == vllm.model.data_preprocessor
+    for key in ("train_dataloader", "val_dataloader", "val_evaluator", "train_cfg"):
+        assert detr[key] == vllm[key], key
+    for pipeline in (vllm.train_pipeline, vllm.test_pipeline):
+        sizes = [
+            step.get("scale", step.get("size")) for step in pipeline if step["type"] in ("Resize", "Pad")
+        ]
+        assert sizes == [(512, 512), (512, 512)]
+    assert vllm.train_dataloader.dataset.pipeline == vllm.train_pipeline
+    assert detr.model.bbox_head.num_classes == 80 and detr.model.encoder.num_layers == 3
+
+
 def test_detr_vs_visionllm_speed_part_times_all_three_at_the_requested_count():
     bench = load_bench("detr_vs_visionllm")
     threads = torch.get_num_threads()
