@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from tests.tiny_runs import TRAIN, assert_same, run, write_config
+from visionllm.engine.deepspeed import cast_norm_statistics
 
 CONFIG = """
 train_cfg = dict(max_iters=4, val_interval=100)
@@ -71,3 +72,47 @@ def test_zero2_in_one_cpu_process_trains_saves_and_resumes_exactly(tmp_path, mon
     )
     for key in ("base_optimizer_state", "single_partition_of_fp32_groups"):  # Adam moments, fp32 master
         assert_same(optimizer_a[key], optimizer_b[key], key)
+
+
+def test_norm_statistics_follow_their_layer_and_other_buffers_keep_their_dtype():
+    """What DeepSpeed leaves after its bf16 cast (parameters bf16, buffers fp32) is made trainable: a
+    BatchNorm's statistics become bf16, an unrelated fp32 buffer (LLaMA's rotary frequencies) stays."""
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), torch.nn.BatchNorm2d(4))
+    model.register_buffer("inv_freq", torch.rand(4))
+    for parameter in model.parameters():  # DeepSpeed 0.19's cast: parameters only
+        parameter.data = parameter.data.to(torch.bfloat16)
+    with pytest.raises(RuntimeError):
+        model(torch.randn(2, 3, 5, 5, dtype=torch.bfloat16))
+    cast_norm_statistics(model)
+    assert model[1].running_mean.dtype == model[1].running_var.dtype == torch.bfloat16
+    assert model[1].num_batches_tracked.dtype == torch.long and model.inv_freq.dtype == torch.float32
+    model(torch.randn(2, 3, 5, 5, dtype=torch.bfloat16))
+    assert model[1].running_mean.abs().sum() > 0  # the statistics were updated in bf16
+
+
+@pytest.mark.slow
+def test_zero2_bf16_trains_a_batchnorm_backbone_on_cpu(tmp_path, monkeypatch):
+    """ZeRO-2 with bf16 through ``--cfg-options strategy.bf16.enabled=True``: the slim ResNet's BatchNorm
+    trains in bf16 and the optimizer keeps fp32 master weights."""
+    for key, value in dict(RANK=0, LOCAL_RANK=0, WORLD_SIZE=1, MASTER_ADDR="127.0.0.1").items():
+        monkeypatch.setenv(key, str(value))
+    monkeypatch.setenv("MASTER_PORT", str(_free_port()))
+    config = str(write_config(tmp_path, CONFIG))
+    work_dir = tmp_path / "bf16"
+    run(
+        [str(TRAIN), config, "--work-dir", str(work_dir), "--deepspeed", "zero2",
+         "--cfg-options", "train_cfg.max_iters=2", "strategy.bf16.enabled=True"],
+        cwd=tmp_path,
+        timeout=400,
+    )  # fmt: skip
+    module = _load(work_dir / "iter_2.pth/mp_rank_00_model_states.pt")["module"]
+    statistics = [key for key in module if key.endswith("running_mean")]
+    assert statistics and all(module[key].dtype == torch.bfloat16 for key in statistics)
+    assert any(module[key].abs().sum() > 0 for key in statistics)  # BatchNorm ran in training mode
+    weights = [value for key, value in module.items() if key.endswith(".weight")]
+    assert weights and all(value.dtype == torch.bfloat16 for value in weights)
+    optimizer = _load(work_dir / "iter_2.pth/bf16_zero_pp_rank_0_mp_rank_00_optim_states.pt")[
+        "optimizer_state_dict"
+    ]
+    master = optimizer["single_partition_of_fp32_groups"]
+    assert master and all(group.dtype == torch.float32 for group in master)

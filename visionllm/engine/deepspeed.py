@@ -14,6 +14,7 @@ from pathlib import Path
 from mmengine._strategy import DeepSpeedStrategy
 from mmengine.config import Config
 from mmengine.registry import STRATEGIES
+from torch import nn
 
 #: The presets ``--deepspeed NAME`` finds by name.
 PRESET_DIR = Path(__file__).resolve().parents[2] / "configs" / "_base_" / "deepspeed"
@@ -55,11 +56,37 @@ def use_deepspeed(cfg: Config, preset: str) -> None:
     cfg.runner_type = spec.get("runner_type", "FlexibleRunner")
 
 
+def cast_norm_statistics(model: nn.Module) -> None:
+    """Give every BatchNorm's running statistics its parameters' dtype.
+
+    Under bf16/fp16, DeepSpeed (0.19) casts parameters but keeps buffers as loaded, so that buffers such as
+    LLaMA's rotary frequencies stay fp32. A BatchNorm with bf16 weights and fp32 running statistics then
+    fails in ``batch_norm`` ("expected scalar type BFloat16 but found Float"). Only these statistics follow
+    their layer; every other buffer keeps its dtype.
+    """
+    batch_norms = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+    for module in model.modules():
+        if isinstance(module, batch_norms) and module.weight is not None:
+            for buffer in (module.running_mean, module.running_var):
+                if buffer is not None:
+                    buffer.data = buffer.data.to(module.weight.dtype)
+
+
 @STRATEGIES.register_module()
 class VisionLLMDeepSpeedStrategy(DeepSpeedStrategy):
-    """mmengine's ``DeepSpeedStrategy`` whose ``resume`` calls its ``callback`` (the runner's
-    ``after_load_checkpoint`` hooks), which mmengine's leaves out: ``ResumableCheckpointHook`` restores
-    the RNG states from the checkpoint's meta there, so DeepSpeed runs resume exactly too."""
+    """mmengine's ``DeepSpeedStrategy`` with two fixes.
+
+    - ``resume`` calls its ``callback`` (the runner's ``after_load_checkpoint`` hooks), which mmengine's
+      leaves out: ``ResumableCheckpointHook`` restores the RNG states from the checkpoint's meta there, so
+      DeepSpeed runs resume exactly too.
+    - Under bf16/fp16 the BatchNorm statistics follow their layer's dtype (``cast_norm_statistics``), so a
+      BatchNorm backbone (ResNet, EfficientNet) trains in bf16.
+    """
+
+    def _wrap_model(self, model: nn.Module) -> nn.Module:
+        wrapper = super()._wrap_model(model)
+        cast_norm_statistics(wrapper.model.module)  # wrapper -> DeepSpeed engine -> the model
+        return wrapper
 
     def resume(self, filename: str, *, callback: Callable | None = None, **kwargs) -> dict:
         checkpoint = super().resume(filename, **kwargs)

@@ -63,6 +63,18 @@ class VisualTokens:
         return self.layer_boxes[-1]
 
 
+class Encoder(DeformableDetrTransformerEncoder):
+    """mmdet's Deformable DETR encoder, its reference points in the features' dtype: mmdet builds them in
+    fp32, and ``grid_sample`` refuses fp32 sampling locations beside bf16 features (DeepSpeed bf16)."""
+
+    @staticmethod
+    def get_encoder_reference_points(spatial_shapes: Tensor, valid_ratios: Tensor, device) -> Tensor:
+        points = DeformableDetrTransformerEncoder.get_encoder_reference_points(
+            spatial_shapes, valid_ratios, device
+        )
+        return points.to(valid_ratios.dtype)
+
+
 class TextCrossAttention(nn.Module):
     """Visual tokens of one level attend to the instruction tokens (pre-norm, residual)."""
 
@@ -112,9 +124,7 @@ class LanguageGuidedImageTokenizer(BaseModule):
             embed_dims=embed_dims, num_heads=num_heads, num_levels=self.num_levels, num_points=num_points
         )
         ffn = dict(embed_dims=embed_dims, feedforward_channels=embed_dims * ffn_ratio, ffn_drop=0.0)
-        self.encoder = DeformableDetrTransformerEncoder(
-            num_layers=num_encoder_layers, layer_cfg=dict(self_attn_cfg=attn, ffn_cfg=ffn)
-        )
+        self.encoder = Encoder(num_layers=num_encoder_layers, layer_cfg=dict(self_attn_cfg=attn, ffn_cfg=ffn))
         self.decoder = DeformableDetrTransformerDecoder(
             num_layers=num_decoder_layers,
             layer_cfg=dict(
@@ -157,7 +167,9 @@ class LanguageGuidedImageTokenizer(BaseModule):
         for level, feat in enumerate(self.backbone(images)):
             feat = self.input_proj[level](feat)  # (B,d,h,w)
             batch, dims, h, w = feat.shape
-            pos = self.positional_encoding(None, input=feat).flatten(2).transpose(1, 2)  # (B,hw,d)
+            pos = (
+                self.positional_encoding(None, input=feat).to(feat.dtype).flatten(2).transpose(1, 2)
+            )  # (B,hw,d)
             feat = self.text_attn[level](feat.flatten(2).transpose(1, 2), text, text_padding)  # (B,hw,d)
             feats.append(feat)
             pos_embeds.append(pos + self.level_embed[level])
@@ -197,7 +209,9 @@ class LanguageGuidedImageTokenizer(BaseModule):
                 for box_head, tokens, ref in zip(self.box_heads, layer_tokens, references)
             ]
         )  # (L,B,M,4) cx, cy, w, h
-        position = coordinate_to_encoding(layer_boxes[-1].detach(), num_feats=dims // 2)  # (B,M,2d)
+        position = coordinate_to_encoding(layer_boxes[-1].detach(), num_feats=dims // 2).to(
+            memory.dtype
+        )  # (B,M,2d)
         embeds = self.llm_proj(layer_tokens[-1]) + self.position_proj(position)
         return VisualTokens(
             embeds=embeds,

@@ -165,6 +165,9 @@ class LanguageModel(nn.Module):
         logits = F.linear(hidden.to(weight.dtype), weight, bias).float()
         if class_keys is None or class_keys.shape[0] == 0:
             return logits
-        pointer = self.class_query(hidden.float()) @ self.class_key(class_keys.float()).T  # (P,n)
+        dtype = self.class_query.weight.dtype  # fp32 beside a bf16 LLM; bf16 when DeepSpeed casts it all
+        pointer = (
+            self.class_query(hidden.to(dtype)) @ self.class_key(class_keys.to(dtype)).T
+        ).float()  # (P,n)
         columns = self.vocab.class_local_ids(class_keys.shape[0]).to(logits.device)
         return logits.index_add(1, columns, pointer / math.sqrt(self.class_key.out_features))

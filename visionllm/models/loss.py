@@ -141,6 +141,10 @@ class TokenDetectionLoss:
         gt_classes: per image (G_i,) their index into the request's classes.
         canvas: (height, width) of the padded input.
         """
+        # matching costs and losses in fp32 whatever the model's dtype (cdist has no bf16 on CPU)
+        layer_boxes = layer_boxes.float()
+        layer_class_logits = [logits.float() for logits in layer_class_logits]
+        gt_boxes = [boxes.float() for boxes in gt_boxes]
         num_layers = layer_boxes.shape[0]
         losses = {}
         for layer in range(num_layers):

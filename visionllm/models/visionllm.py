@@ -292,6 +292,7 @@ class VisionLLM(PretrainedMixin, BaseModel):
         ):
             coords = q.task.geometry_from_boxes(image_boxes[index].cpu().numpy(), canvas)  # (N, L-1)
             coords = torch.as_tensor(coords, dtype=torch.float32, device=slots.device)
+            logits = logits.float()  # priors join the LLM's fp32 task logits
             prior = logits.new_zeros(num_slots, q.task.object_length, self.vocab.num_tokens)
             prior[:, 0, self.vocab.class_local_ids(len(q.request.classes)).to(prior.device)] = logits[index]
             distance = (bins - coords.unsqueeze(-1)).abs()  # (N, L-1, num_bins)
@@ -302,9 +303,10 @@ class VisionLLM(PretrainedMixin, BaseModel):
 
     @staticmethod
     def _token_boxes(tokens: VisualTokens) -> Tensor:
-        """(B,M,4) the visual tokens' boxes as xyxy pixels of the padded input (no gradient)."""
+        """(B,M,4) the visual tokens' boxes as fp32 xyxy pixels of the padded input (no gradient)."""
         height, width = tokens.canvas
-        return bbox_cxcywh_to_xyxy(tokens.boxes.detach()) * tokens.boxes.new_tensor([width, height] * 2)
+        boxes = tokens.boxes.detach().float()
+        return bbox_cxcywh_to_xyxy(boxes) * boxes.new_tensor([width, height] * 2)
 
     def _parallel_loss(
         self,
