@@ -20,7 +20,9 @@ model = dict(
         num_queries=16,
         num_heads=4,
         num_encoder_layers=1,
-        num_decoder_layers=1,
+        # each layer refines the previous one's boxes, all trained (auxiliary losses): 3 layers doubled
+        # the main job's bbox mAP over 1 (0.066 -> 0.130 after 600 iterations)
+        num_decoder_layers=3,
         num_points=4,
     ),
     llm=dict(
