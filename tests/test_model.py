@@ -321,3 +321,19 @@ def test_decode_modes_are_checked_when_built_and_when_a_sample_asks():
     sample.set_metainfo(dict(decode_mode="tokens"))
     with pytest.raises(ValueError, match="needs token_loss"):
         untrained_tokens.predict(torch.randn(1, 3, CANVAS, CANVAS), [sample])
+
+
+def test_a_checkpoint_with_the_single_box_head_of_earlier_versions_loads_strictly():
+    """Before box refinement the tokenizer had one ``box_head``: such checkpoints load into one layer."""
+    register_all_modules()
+    cfg = Config.fromfile(REPO / "configs/_base_/models/visionllm_tiny.py").model
+    cfg.class_names = CLASSES
+    cfg.num_slots = 4
+    cfg.image_tokenizer.num_decoder_layers = 1
+    torch.manual_seed(0)
+    saved, loaded = MODELS.build(cfg), MODELS.build(cfg)
+    old_style = {k.replace("box_heads.0.", "box_head."): v for k, v in saved.state_dict().items()}
+    assert any(".box_head." in k for k in old_style)
+    loaded.load_state_dict(old_style, strict=True)
+    for key, value in saved.state_dict().items():
+        torch.testing.assert_close(loaded.state_dict()[key], value)

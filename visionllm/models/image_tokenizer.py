@@ -153,6 +153,7 @@ class LanguageGuidedImageTokenizer(BaseModule):
             nn.init.zeros_(box_head.layers[-1].weight)
             nn.init.zeros_(box_head.layers[-1].bias)
         nn.init.constant_(self.box_heads[0].layers[-1].bias[2:], -2.0)
+        self.register_load_state_dict_pre_hook(_rename_single_box_head)
 
     @property
     def num_queries(self) -> int:
@@ -237,6 +238,13 @@ class LanguageGuidedImageTokenizer(BaseModule):
             token_side[..., b, :, :] @ name_features[[index[n] for n in classes]].T + self.class_bias
             for b, classes in enumerate(class_lists)
         ]
+
+
+def _rename_single_box_head(module: nn.Module, state_dict: dict, prefix: str, *args) -> None:
+    """Checkpoints from before box refinement have one ``box_head``: it is the first of ``box_heads``."""
+    old = prefix + "box_head."
+    for key in [k for k in state_dict if k.startswith(old)]:
+        state_dict[prefix + "box_heads.0." + key[len(old) :]] = state_dict.pop(key)
 
 
 def refine(offsets: Tensor, reference: Tensor) -> Tensor:
