@@ -37,6 +37,7 @@ import visionllm  # noqa: F401  (its platform fixes must run before mmdet / mmcv
 
 # isort: split
 import numpy as np
+from mmengine.config import Config, DictAction
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
@@ -223,9 +224,14 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-images", type=int, help="only the first N images (by id)")
     parser.add_argument("--out", type=Path)
+    parser.add_argument(
+        "--cfg-options", nargs="+", action=DictAction, help="override config keys: k=v ... (as tools/test.py)"
+    )
     args = parser.parse_args()
 
-    predictor = Predictor.from_checkpoint(args.config, args.checkpoint)
+    cfg = Config.fromfile(args.config)
+    cfg.merge_from_dict(args.cfg_options or {})
+    predictor = Predictor.from_checkpoint(cfg, args.checkpoint)
     truth = GroundTruth(args.data_root / args.ann_file, args.max_images)
     rows = run(predictor, truth, args.data_root / args.img_dir, args.classes, args.score_thr, args.seed)
     print(
