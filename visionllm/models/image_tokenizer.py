@@ -241,10 +241,11 @@ class LanguageGuidedImageTokenizer(BaseModule):
 
 
 def _rename_single_box_head(module: nn.Module, state_dict: dict, prefix: str, *args) -> None:
-    """Checkpoints from before box refinement have one ``box_head``: it is the first of ``box_heads``."""
-    old = prefix + "box_head."
+    """Checkpoints from before box refinement have one ``box_head``, which read the last decoder layer: it
+    becomes the last of ``box_heads`` (a one-layer model loads such a checkpoint whole)."""
+    old, new = prefix + "box_head.", f"{prefix}box_heads.{len(module.box_heads) - 1}."
     for key in [k for k in state_dict if k.startswith(old)]:
-        state_dict[prefix + "box_heads.0." + key[len(old) :]] = state_dict.pop(key)
+        state_dict[new + key[len(old) :]] = state_dict.pop(key)
 
 
 def refine(offsets: Tensor, reference: Tensor) -> Tensor:
