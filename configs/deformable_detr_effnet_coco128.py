@@ -2,10 +2,11 @@
 # 3 decoder layers, ImageNet EfficientNet-Lite0, long side 512, batch 2) at the width of the synthetic
 # baseline (128-d, 4 heads; mmdet's 256-d, 8 heads, 300 queries took 7.2 s per iteration here, the
 # issue's run 2.7 s), 100 queries (COCO's 100 detections), otherwise mmdet's recipe (AdamW 2e-4 with 0.1x
-# on the backbone, sampling offsets and reference points, gradients clipped at 0.1). The data, time-based schedule and runtime are those of
-# visionllm_effnet_coco128_512.py, so the two curves differ only in the model:
+# on the backbone, sampling offsets and reference points, gradients clipped at 0.1). The data, time-based
+# schedule and runtime are those of visionllm_effnet_coco128_512.py, so the two curves differ only in the
+# model:
 #   python tools/train.py configs/deformable_detr_effnet_coco128.py --time-budget 20 --val-every 5
-_base_ = ["visionllm_effnet_coco128_512.py"]
+_base_ = ["visionllm_effnet_coco128_512.py", "_base_/models/deformable_detr_losses.py"]
 
 embed_dims = 128
 num_levels = 3
@@ -54,20 +55,9 @@ model = dict(
         embed_dims=embed_dims,
         num_classes=80,
         sync_cls_avg_factor=True,
-        loss_cls=dict(type="FocalLoss", use_sigmoid=True, gamma=2.0, alpha=0.25, loss_weight=2.0),
-        loss_bbox=dict(type="L1Loss", loss_weight=5.0),
-        loss_iou=dict(type="GIoULoss", loss_weight=2.0),
+        **_base_.deformable_detr_losses,
     ),
-    train_cfg=dict(
-        assigner=dict(
-            type="HungarianAssigner",
-            match_costs=[
-                dict(type="FocalLossCost", weight=2.0),
-                dict(type="BBoxL1Cost", weight=5.0, box_format="xywh"),
-                dict(type="IoUCost", iou_mode="giou", weight=2.0),
-            ],
-        )
-    ),
+    train_cfg=_base_.deformable_detr_train_cfg,
     test_cfg=dict(max_per_img=100),
 )
 optim_wrapper = dict(

@@ -10,6 +10,7 @@ _base_ = [
     "_base_/datasets/synthetic.py",
     "_base_/schedules/adamw_iters.py",
     "_base_/default_runtime.py",
+    "_base_/models/deformable_detr_losses.py",
 ]
 
 embed_dims = 128
@@ -71,20 +72,9 @@ model = dict(
         embed_dims=embed_dims,
         num_classes=6,  # visionllm.data.synthetic.CLASSES
         sync_cls_avg_factor=True,
-        loss_cls=dict(type="FocalLoss", use_sigmoid=True, gamma=2.0, alpha=0.25, loss_weight=2.0),
-        loss_bbox=dict(type="L1Loss", loss_weight=5.0),
-        loss_iou=dict(type="GIoULoss", loss_weight=2.0),
+        **_base_.deformable_detr_losses,
     ),
-    train_cfg=dict(
-        assigner=dict(
-            type="HungarianAssigner",
-            match_costs=[
-                dict(type="FocalLossCost", weight=2.0),
-                dict(type="BBoxL1Cost", weight=5.0, box_format="xywh"),
-                dict(type="IoUCost", iou_mode="giou", weight=2.0),
-            ],
-        )
-    ),
+    train_cfg=_base_.deformable_detr_train_cfg,
     test_cfg=dict(max_per_img=30),
 )
 

@@ -73,35 +73,46 @@ def test_full_scale_bench_runs_tiny_on_cpu_and_counts_the_same_model_flops_in_bo
     assert "| gradient checkpointing | step s | tokens/s |" in stdout and "| 3 |" in stdout
 
 
-def test_detr_config_shares_backbone_preprocessor_and_data_with_tiny_visionllm():
-    detr = Config.fromfile(REPO / "configs/deformable_detr_tiny_synthetic.py")
-    vllm = Config.fromfile(REPO / "configs/visionllm_tiny_synthetic.py")
+@pytest.mark.parametrize(
+    "detr_config, visionllm_config, shared_keys, num_classes, image_size",
+    [
+        (
+            "deformable_detr_tiny_synthetic.py",
+            "visionllm_tiny_synthetic.py",
+            ("image_size", "train_dataloader", "val_dataloader", "train_cfg"),
+            6,
+            128,
+        ),
+        (
+            "deformable_detr_effnet_coco128.py",
+            "visionllm_effnet_coco128_512.py",
+            ("image_size", "train_dataloader", "val_dataloader", "val_evaluator", "train_cfg"),
+            80,
+            512,
+        ),
+    ],
+)
+def test_detr_baselines_share_backbone_preprocessor_and_data_with_their_visionllm_config(
+    detr_config, visionllm_config, shared_keys, num_classes, image_size
+):
+    """Each Deformable DETR baseline differs from its VisionLLM config only in the model."""
+    detr = Config.fromfile(REPO / "configs" / detr_config)
+    vllm = Config.fromfile(REPO / "configs" / visionllm_config)
     backbone = dict(detr.model.backbone)
     assert backbone.pop("type") == "TimmBackbone"
     assert backbone == dict(vllm.model.image_tokenizer.backbone)
     assert detr.model.data_preprocessor == vllm.model.data_preprocessor
-    for key in ("image_size", "train_dataloader", "val_dataloader", "train_cfg"):
+    for key in shared_keys:
         assert detr[key] == vllm[key], key
-    assert detr.model.type == "DeformableDETR" and detr.model.bbox_head.num_classes == 6
-    assert detr.val_evaluator.metric == ["bbox"]
-
-
-def test_coco128_detr_config_shares_backbone_preprocessor_and_512_px_data_with_visionllm():
-    detr = Config.fromfile(REPO / "configs/deformable_detr_effnet_coco128.py")
-    vllm = Config.fromfile(REPO / "configs/visionllm_effnet_coco128_512.py")
-    backbone = dict(detr.model.backbone)
-    assert backbone.pop("type") == "TimmBackbone"
-    assert backbone == dict(vllm.model.image_tokenizer.backbone)
-    assert detr.model.data_preprocessor == vllm.model.data_preprocessor
-    for key in ("train_dataloader", "val_dataloader", "val_evaluator", "train_cfg"):
-        assert detr[key] == vllm[key], key
-    for pipeline in (vllm.train_pipeline, vllm.test_pipeline):
+    for pipeline in (vllm.train_pipeline, vllm.test_pipeline):  # the image size the data is read at
         sizes = [
             step.get("scale", step.get("size")) for step in pipeline if step["type"] in ("Resize", "Pad")
         ]
-        assert sizes == [(512, 512), (512, 512)]
+        assert sizes == [(image_size, image_size)] * 2
     assert vllm.train_dataloader.dataset.pipeline == vllm.train_pipeline
-    assert detr.model.bbox_head.num_classes == 80 and detr.model.encoder.num_layers == 3
+    assert detr.model.type == "DeformableDETR" and detr.model.bbox_head.num_classes == num_classes
+    assert detr.model.encoder.num_layers == detr.model.decoder.num_layers == 3
+    assert detr.val_evaluator.metric == ["bbox"]
 
 
 def test_detr_vs_visionllm_speed_part_times_all_three_at_the_requested_count():

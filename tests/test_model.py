@@ -19,12 +19,19 @@ CLASSES = ["circle", "square", "triangle"]
 CANVAS = 64
 
 
-@pytest.fixture(scope="module")
-def model():
+def tiny_config(**tokenizer_options) -> Config:
+    """The tiny model's config over ``CLASSES`` with 4 slots, ``tokenizer_options`` set in its tokenizer."""
     register_all_modules()
     cfg = Config.fromfile(REPO / "configs/_base_/models/visionllm_tiny.py").model
     cfg.class_names = CLASSES
     cfg.num_slots = 4
+    cfg.image_tokenizer.update(tokenizer_options)
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def model():
+    cfg = tiny_config()
     cfg.max_objects = 3
     torch.manual_seed(0)
     return MODELS.build(cfg)
@@ -181,13 +188,8 @@ def test_token_loss_matches_each_object_to_one_token_and_vanishes_when_tokens_ar
 def test_every_decoder_layer_refines_the_previous_box_and_is_trained():
     """With several tokenizer decoder layers, layer k's boxes are offsets from layer k-1's (Deformable DETR's
     box refinement) and every layer's detections get a loss, so gradients reach every box head."""
-    register_all_modules()
-    cfg = Config.fromfile(REPO / "configs/_base_/models/visionllm_tiny.py").model
-    cfg.class_names = CLASSES
-    cfg.num_slots = 4
-    cfg.image_tokenizer.num_decoder_layers = 3
     torch.manual_seed(0)
-    model = MODELS.build(cfg)
+    model = MODELS.build(tiny_config(num_decoder_layers=3))
     tokenizer = model.image_tokenizer
     for box_head in tokenizer.box_heads:  # start from non-zero offsets, so refinement is visible
         torch.nn.init.normal_(box_head.layers[-1].weight, std=0.1)
@@ -325,11 +327,7 @@ def test_decode_modes_are_checked_when_built_and_when_a_sample_asks():
 
 def test_a_checkpoint_with_the_single_box_head_of_earlier_versions_loads_strictly():
     """Before box refinement the tokenizer had one ``box_head``: such checkpoints load into one layer."""
-    register_all_modules()
-    cfg = Config.fromfile(REPO / "configs/_base_/models/visionllm_tiny.py").model
-    cfg.class_names = CLASSES
-    cfg.num_slots = 4
-    cfg.image_tokenizer.num_decoder_layers = 1
+    cfg = tiny_config(num_decoder_layers=1)
     torch.manual_seed(0)
     saved, loaded = MODELS.build(cfg), MODELS.build(cfg)
     old_style = {k.replace("box_heads.0.", "box_head."): v for k, v in saved.state_dict().items()}
