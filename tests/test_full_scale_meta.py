@@ -75,8 +75,7 @@ def adapter_params(backbone_channels: tuple[int, ...]) -> int:
         + DECODER_LAYERS * decoder_layer
         + QUERIES * 2 * d
         + linear(d, 2)  # reference points
-        + 2 * linear(d, d)
-        + linear(d, 4)  # box head (3-layer MLP)
+        + DECODER_LAYERS * (2 * linear(d, d) + linear(d, 4))  # a box head (3-layer MLP) per decoder layer
         + linear(d, d)
         + 1  # class head: token projection, focal prior bias
         + linear(d, HIDDEN)

@@ -62,14 +62,15 @@ def make_sample() -> DetDataSample:
 def test_loss_is_finite_and_reaches_every_part(model):
     model.train()
     losses = model.loss(torch.randn(2, 3, CANVAS, CANVAS), [make_sample(), make_sample()])
+    token_losses = {"loss_token_cls", "loss_token_bbox", "loss_token_iou"}
+    earlier_layers = range(model.image_tokenizer.decoder.num_layers - 1)  # d0., d1., ...: auxiliary losses
     assert set(losses) == {
         "loss_slot_cls",
         "loss_slot_bin",
         "loss_slot_l1",
         "loss_sequence",
-        "loss_token_cls",
-        "loss_token_bbox",
-        "loss_token_iou",
+        *token_losses,
+        *(f"d{layer}.{name}" for layer in earlier_layers for name in token_losses),
     }
     assert all(torch.isfinite(v) for v in losses.values())
     model.zero_grad()
