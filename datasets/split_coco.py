@@ -31,14 +31,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     try:
+        if args.new is not None and args.split.exists():
+            parser.error(f"{args.split} exists: a committed split is never overwritten")
+        data = load_coco_json(str(args.ann_file))
         if args.new is not None:
-            if args.split.exists():
-                parser.error(f"{args.split} exists: a committed split is never overwritten")
-            val_ids = draw_split(load_coco_json(str(args.ann_file)), args.new, args.seed)
+            val_ids = draw_split(data, args.new, args.seed)
             write_json_atomic(
                 dict(source=args.ann_file.name, seed=args.seed, val_image_ids=val_ids), args.split
             )
-        train, val = write_split(args.ann_file, args.split, args.out_dir)
+        train, val = write_split(data, args.split, args.out_dir)
     except ValueError as error:
         parser.error(str(error))
     for name, part in (("train", train), ("val", val)):

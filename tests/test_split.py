@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from tests.conftest import REPO
+from visionllm.data.coco import load_coco_json
 from visionllm.data.split import draw_split, split_coco, write_split
 
 SPLIT_SCRIPT = REPO / "datasets/split_coco.py"
@@ -61,11 +62,8 @@ def test_the_script_draws_a_split_once_and_never_overwrites_it(tmp_path):
 
 
 def test_the_committed_coco128_split_holds_out_26_of_its_128_images(coco128, tmp_path):
-    train, val = write_split(
-        coco128 / "annotations/instances_train2017.json",
-        REPO / "datasets/splits/coco128_val26.json",
-        tmp_path,
-    )
+    data = load_coco_json(str(coco128 / "annotations/instances_train2017.json"))
+    train, val = write_split(data, REPO / "datasets/splits/coco128_val26.json", tmp_path)
     assert (len(train["images"]), len(val["images"])) == (102, 26)
     assert all((coco128 / "train2017" / image["file_name"]).is_file() for image in val["images"])
     assert json.loads((tmp_path / "instances_val.json").read_text()) == val

@@ -9,7 +9,6 @@ from typing import Any
 
 import numpy as np
 
-from visionllm.data.coco import load_coco_json
 from visionllm.fileio import write_json_atomic
 
 
@@ -24,8 +23,7 @@ def draw_split(data: dict[str, Any], num_val: int, seed: int) -> list[int]:
 def split_coco(data: dict[str, Any], val_ids: list[int], split_name: str) -> tuple[dict, dict]:
     """(train, val) COCO dicts: the images of ``val_ids`` and their annotations in val, the rest in train;
     both keep every category (the same class list and ids). ``split_name`` names the split in errors."""
-    images = {image["id"]: image for image in data["images"]}
-    unknown = sorted(set(val_ids) - set(images), key=str)
+    unknown = sorted(set(val_ids) - {image["id"] for image in data["images"]}, key=str)
     if unknown:
         raise ValueError(
             f"{split_name}: val_image_ids {unknown[:5]} are not among the annotation file's images"
@@ -41,11 +39,11 @@ def split_coco(data: dict[str, Any], val_ids: list[int], split_name: str) -> tup
     return subset(lambda i: i not in held_out), subset(lambda i: i in held_out)
 
 
-def write_split(ann_file: Path, split_file: Path, out_dir: Path) -> tuple[dict, dict]:
-    """Apply the split file ``{"val_image_ids": [...]}`` to ``ann_file``; writes ``out_dir``/
-    ``instances_train.json`` and ``instances_val.json`` (each atomically) and returns them."""
+def write_split(data: dict[str, Any], split_file: Path, out_dir: Path) -> tuple[dict, dict]:
+    """Apply the split file ``{"val_image_ids": [...]}`` to the COCO dict ``data`` (``load_coco_json``);
+    writes ``out_dir``/``instances_train.json`` and ``instances_val.json`` (each atomically), returns them."""
     split = load_split(split_file)
-    train, val = split_coco(load_coco_json(str(ann_file)), split["val_image_ids"], str(split_file))
+    train, val = split_coco(data, split["val_image_ids"], str(split_file))
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(train, out_dir / "instances_train.json")
     write_json_atomic(val, out_dir / "instances_val.json")
