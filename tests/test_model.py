@@ -208,6 +208,30 @@ def test_every_decoder_layer_refines_the_previous_box_and_is_trained():
         assert box_head.layers[0].weight.grad.abs().sum() > 0, f"no gradient reaches box head {layer}"
 
 
+def test_text_features_are_cached_at_inference_and_dropped_when_the_weights_may_change():
+    """In eval mode without gradients each distinct text is encoded once, with the features a batch
+    encoding gives; loading weights or switching mode drops them, so new weights are always read."""
+    torch.manual_seed(0)
+    encoder = MODELS.build(tiny_config()).image_tokenizer.text_encoder.eval()
+    calls = []
+    encoder.model.register_forward_hook(lambda module, args, output: calls.append(1))
+    texts = ["find every circle and square", "find circles", "find every circle and square"]
+    expected, expected_padding = encoder(texts, torch.device("cpu"))  # gradients on: not cached
+    with torch.no_grad():
+        for _ in range(2):
+            hidden, padding = encoder(texts, torch.device("cpu"))
+            torch.testing.assert_close(padding, expected_padding)
+            torch.testing.assert_close(hidden[~padding], expected[~expected_padding].detach())
+        assert len(calls) == 2, "the second round should be read from the cache"
+        state = {k: v + 0.1 for k, v in encoder.state_dict().items() if v.is_floating_point()}
+        encoder.load_state_dict(state, strict=False)
+        changed, _ = encoder(texts, torch.device("cpu"))
+        assert len(calls) == 3 and not torch.allclose(changed[~padding], hidden[~padding])
+        encoder.train().eval()
+        encoder(texts, torch.device("cpu"))
+        assert len(calls) == 4
+
+
 def test_slot_loss_scores_each_requested_class_on_its_own():
     """A slot's loss on one class does not depend on which other classes the request lists (a softmax
     over the list would move probability onto "dog" when "cat" is left out), and padding is not scored."""

@@ -203,13 +203,15 @@ class LanguageGuidedImageTokenizer(BaseModule):
             valid_ratios=valid_ratios,
             reg_branches=self.box_heads,
         )  # (L,B,M,d), (L,B,M,4)
-        references = [reference_points, *refined[:-1]]  # what each layer's box head refined
-        layer_boxes = torch.stack(
-            [
-                refine(box_head(tokens), ref)
-                for box_head, tokens, ref in zip(self.box_heads, layer_tokens, references)
-            ]
-        )  # (L,B,M,4) cx, cy, w, h
+        layer_boxes = refined  # (L,B,M,4) cx, cy, w, h, each layer's boxes
+        if torch.is_grad_enabled():  # the decoder detached them: again, with gradients for the loss
+            references = [reference_points, *refined[:-1]]  # what each layer's box head refined
+            layer_boxes = torch.stack(
+                [
+                    refine(box_head(tokens), ref)
+                    for box_head, tokens, ref in zip(self.box_heads, layer_tokens, references)
+                ]
+            )
         position = coordinate_to_encoding(layer_boxes[-1].detach(), num_feats=dims // 2).to(
             memory.dtype
         )  # (B,M,2d)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils.rnn import pad_sequence
 from transformers import AutoConfig, AutoModel, AutoTokenizer, BertConfig, BertModel
 
 from visionllm.pretrained import minilm_dir, smollm2_dir
@@ -31,6 +33,11 @@ class TextEncoder(nn.Module):
     ``model_type`` (a whole transformers config), that architecture. The tokenizer comes from
     ``tokenizer_path`` or ``path``. It reads plain words: callers pass
     ``Request.plain_text`` (the instruction without task tokens such as ``<c0>``).
+
+    At inference (eval mode, no gradients) each distinct text is encoded once and its features are
+    kept (up to ``cache_size`` texts, least recently used dropped first): an evaluation asks the same
+    instruction and class names for every image. The cache is dropped whenever the weights may change:
+    on ``train()`` / ``eval()``, a device or dtype move, and ``load_state_dict``.
     """
 
     def __init__(
@@ -40,6 +47,7 @@ class TextEncoder(nn.Module):
         tokenizer_path: str = "minilm",
         max_length: int = 96,
         frozen: bool = False,
+        cache_size: int = 1024,
     ) -> None:
         super().__init__()
         if (path is None) == (config is None):
@@ -65,6 +73,17 @@ class TextEncoder(nn.Module):
         self.frozen = frozen
         if frozen:
             self.model.requires_grad_(False)
+        self.cache_size = cache_size
+        self._cache: OrderedDict[str, Tensor] = OrderedDict()  # text -> (length, H) features
+        self.register_load_state_dict_post_hook(lambda module, keys: module._cache.clear())
+
+    def train(self, mode: bool = True) -> TextEncoder:
+        self._cache.clear()
+        return super().train(mode)
+
+    def _apply(self, fn, recurse: bool = True) -> TextEncoder:
+        self._cache.clear()
+        return super()._apply(fn, recurse)
 
     def pretrained_frozen_keys(self) -> list[str]:
         """State-dict keys (relative to this module) of weights that are frozen and loaded again from
@@ -78,6 +97,23 @@ class TextEncoder(nn.Module):
         return self.model.config.hidden_size
 
     def forward(self, texts: list[str], device: torch.device) -> tuple[Tensor, Tensor]:
+        if self.training or torch.is_grad_enabled() or self.cache_size == 0:
+            return self._encode(texts, device)
+        missing = [text for text in dict.fromkeys(texts) if text not in self._cache]
+        if missing:
+            hidden, padding = self._encode(missing, device)
+            for text, features, pad in zip(missing, hidden, padding):
+                self._cache[text] = features[~pad]
+        for text in texts:
+            self._cache.move_to_end(text)
+        rows = [self._cache[text].to(device) for text in texts]
+        while len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+        lengths = torch.tensor([len(row) for row in rows], device=device)
+        padding = torch.arange(int(lengths.max()), device=device) >= lengths[:, None]
+        return pad_sequence(rows, batch_first=True), padding
+
+    def _encode(self, texts: list[str], device: torch.device) -> tuple[Tensor, Tensor]:
         batch = self.tokenizer(
             texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
         ).to(device)
