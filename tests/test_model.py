@@ -201,6 +201,14 @@ def test_every_decoder_layer_refines_the_previous_box_and_is_trained():
     for layer in (1, 2):
         offsets = tokenizer.box_heads[layer](tokens.layer_features[layer])
         torch.testing.assert_close(tokens.layer_boxes[layer], refine(offsets, tokens.layer_boxes[layer - 1]))
+    # inference reads the decoder's own refined boxes, training recomputes them with gradients: same boxes
+    tokenizer.eval()  # no dropout
+    with_gradients = tokenizer(images, ["find circles", "find squares"]).layer_boxes
+    with torch.no_grad():
+        without = tokenizer(images, ["find circles", "find squares"]).layer_boxes
+    tokenizer.train()
+    assert with_gradients.requires_grad
+    torch.testing.assert_close(with_gradients.detach(), without)
     losses = model.loss(images, [make_sample(), make_sample()])
     assert {"d0.loss_token_iou", "d1.loss_token_iou", "loss_token_iou"} <= set(losses)
     sum(losses.values()).backward()
