@@ -3,6 +3,7 @@ hook, and the Deformable DETR baseline config sharing the tiny VisionLLM's backb
 
 import importlib.util
 import json
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -231,6 +232,42 @@ def test_instruction_subset_ap50_ranks_detections_whatever_their_scores(tmp_path
     assert bench.asked_ap50(truth, found, ["dog"]) == pytest.approx(1.0)
     assert 0.4 < bench.asked_ap50(truth, [*found, false], ["dog"]) < 0.9
     assert bench.asked_ap50(truth, [], ["dog"]) == 0.0
+
+
+def test_instruction_subset_scores_an_absent_class_asked_alone_and_filtered_from_all_classes(tmp_path):
+    """Per image, the most frequent class it lacks is asked alone (every detection false) and read from
+    the all-classes request, keeping only that class's detections (the baseline)."""
+    bench = load_bench("instruction_subset")
+    ann_file = tmp_path / "gt.json"
+    gt = dict(
+        images=[dict(id=i, width=64, height=64, file_name=f"{i}.jpg") for i in (1, 2)],
+        categories=[dict(id=16, name="bird"), dict(id=17, name="cat"), dict(id=18, name="dog")],
+        annotations=[dict(id=i, image_id=i, category_id=18, bbox=[0, 0, 10, 10], area=100, iscrowd=0)
+                     for i in (1, 2)]
+        + [dict(id=3, image_id=1, category_id=17, bbox=[20, 20, 10, 10], area=100, iscrowd=0)],
+    )  # fmt: skip
+    ann_file.write_text(json.dumps(gt))
+    truth = bench.GroundTruth(ann_file)
+    assert [truth.most_frequent_absent(i) for i in (1, 2)] == ["bird", "cat"]
+
+    class SpreadingPredictor:  # each asked class: one box on the dog, scored 0.9 / number asked
+        model = SimpleNamespace(class_names=["bird", "cat", "dog"])
+
+        def resolve(self, instruction=None, *, task=None, classes=None):
+            asked = classes or (["dog"] if instruction else self.model.class_names)
+            return SimpleNamespace(classes=list(asked))
+
+        def predict(self, path, request):
+            score = 0.9 / len(request.classes)
+            return [SimpleNamespace(objects=[SimpleNamespace(class_name=name, score=score, box=[0, 0, 10, 10])
+                                             for name in request.classes])]  # fmt: skip
+
+    rows = {r["scenario"]: r for r in bench.run(SpreadingPredictor(), truth, tmp_path, ["dog"], 0.2, seed=0)}
+    for scenario in ("subset", "all classes, filtered"):
+        assert (rows[scenario]["detections"], rows[scenario]["recall"]) == (2, 1.0), scenario
+    for scenario in ("absent class", "absent class, all classes filtered"):  # one false box per image
+        assert (rows[scenario]["detections"], rows[scenario]["false_per_image"]) == (2, 1.0), scenario
+        assert rows[scenario]["recall"] is None and rows[scenario]["ap50"] is None
 
 
 def test_profile_train_step_splits_a_step_into_phases_stages_and_operators(tmp_path):
