@@ -75,7 +75,7 @@ class TextEncoder(nn.Module):
             self.model.requires_grad_(False)
         self.cache_size = cache_size
         self._cache: OrderedDict[str, Tensor] = OrderedDict()  # text -> (length, H) features
-        self.register_load_state_dict_post_hook(lambda module, keys: module._cache.clear())
+        self.register_load_state_dict_post_hook(_drop_cache)
 
     def train(self, mode: bool = True) -> TextEncoder:
         self._cache.clear()
@@ -122,3 +122,8 @@ class TextEncoder(nn.Module):
                 input_ids=batch.input_ids, attention_mask=batch.attention_mask
             ).last_hidden_state
         return hidden, batch.attention_mask == 0
+
+
+def _drop_cache(module: TextEncoder, incompatible_keys) -> None:
+    """After ``load_state_dict``: features cached from the old weights are stale."""
+    module._cache.clear()
