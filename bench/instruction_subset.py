@@ -159,15 +159,14 @@ def run(
             task="detect", classes=list(classes), known_classes=predictor.model.class_names, rng=rng
         )
 
+    absent = {image_id: [truth.most_frequent_absent(image_id)] for image_id in truth.image_ids}
     scenarios: list[tuple[str, Callable[[int], Request], Callable[[int], Sequence[str]]]] = [
         ("all classes, filtered", lambda _: all_classes, lambda _: classes),
         ("subset", lambda _: subset, lambda _: classes),
         ("subset, reordered", lambda _: reordered, lambda _: classes),
         ("subset, paraphrased", paraphrased, lambda _: classes),
-        ("absent class", lambda i: predictor.resolve(task="detect", classes=[truth.most_frequent_absent(i)]),
-         lambda i: [truth.most_frequent_absent(i)]),
-        ("absent class, all classes filtered", lambda _: all_classes,
-         lambda i: [truth.most_frequent_absent(i)]),
+        ("absent class", lambda i: predictor.resolve(task="detect", classes=absent[i]), lambda i: absent[i]),
+        ("absent class, all classes filtered", lambda _: all_classes, lambda i: absent[i]),
     ]  # fmt: skip
     rows = []
     for name, request_of, asked_of in scenarios:
