@@ -12,7 +12,7 @@ from mmengine.structures import InstanceData
 
 from tests.conftest import REPO
 from visionllm.models.decoding import parallel_slot_logits
-from visionllm.models.image_tokenizer import refine
+from visionllm.models.image_tokenizer import anchor_boxes, refine
 from visionllm.registry import MODELS, register_all_modules
 
 CLASSES = ["circle", "square", "triangle"]
@@ -214,6 +214,46 @@ def test_every_decoder_layer_refines_the_previous_box_and_is_trained():
     sum(losses.values()).backward()
     for layer, box_head in enumerate(tokenizer.box_heads):
         assert box_head.layers[0].weight.grad.abs().sum() > 0, f"no gradient reaches box head {layer}"
+
+
+def test_two_stage_queries_start_at_the_best_scoring_encoder_proposals_which_are_trained():
+    """With ``two_stage`` every encoder token proposes a box around its own cell; the decoder starts from
+    the ``num_queries`` proposals that score highest, and the proposals get their own set loss."""
+    torch.manual_seed(0)
+    model = MODELS.build(tiny_config(two_stage=True, num_decoder_layers=2))
+    tokenizer = model.image_tokenizer
+    torch.nn.init.normal_(tokenizer.proposal_box.layers[-1].weight, std=0.1)
+    torch.nn.init.normal_(tokenizer.box_heads[0].layers[-1].weight, std=0.1)
+    images = torch.randn(2, 3, CANVAS, CANVAS)
+    scores, boxes = [], []  # every encoder token's proposal, read off the heads
+    tokenizer.proposal_score.register_forward_hook(lambda m, args, out: scores.append(out))
+    tokenizer.proposal_box.register_forward_hook(lambda m, args, out: boxes.append(out))
+    with torch.no_grad():
+        tokens = tokenizer(images, ["find circles", "find squares"])
+    # anchors: one per cell of each level (strides 8, 16, 32 here), centred, 0.05 of the input doubling
+    shapes = torch.tensor([[8, 8], [4, 4], [2, 2]])
+    anchors = anchor_boxes(shapes, torch.float32).sigmoid()
+    assert anchors.shape == (84, 4)
+    torch.testing.assert_close(anchors[0], torch.tensor([1 / 16, 1 / 16, 0.05, 0.05]))
+    torch.testing.assert_close(anchors[64], torch.tensor([1 / 8, 1 / 8, 0.1, 0.1]))
+    torch.testing.assert_close(anchors[-1], torch.tensor([3 / 4, 3 / 4, 0.2, 0.2]))
+    all_boxes = (boxes[0] + anchor_boxes(shapes, torch.float32)).sigmoid()  # (B,N,4)
+    best = scores[0].squeeze(-1).topk(tokenizer.num_queries, dim=1)
+    torch.testing.assert_close(tokens.proposal_logits.squeeze(-1), best.values)
+    torch.testing.assert_close(tokens.proposal_boxes, all_boxes.gather(1, best.indices[..., None].expand(-1, -1, 4)))
+    # the first decoder layer refines the selected proposal
+    offsets = tokenizer.box_heads[0](tokens.layer_features[0])
+    torch.testing.assert_close(tokens.layer_boxes[0], refine(offsets, tokens.proposal_boxes))
+    losses = model.loss(images, [make_sample(), make_sample()])
+    assert {"enc.loss_token_cls", "enc.loss_token_bbox", "enc.loss_token_iou"} <= set(losses)
+    sum(losses.values()).backward()
+    for head in (tokenizer.proposal_score, tokenizer.proposal_box.layers[0], tokenizer.query_pos_proj[0]):
+        assert head.weight.grad.abs().sum() > 0
+    cfg = tiny_config(two_stage=True)
+    cfg.token_loss = None
+    cfg.decode_mode = "parallel"
+    with pytest.raises(ValueError, match="two_stage needs token_loss"):
+        MODELS.build(cfg)
 
 
 def test_text_features_are_cached_at_inference_and_dropped_when_the_weights_may_change():

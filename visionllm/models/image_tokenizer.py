@@ -4,7 +4,11 @@
     instruction --text encoder--> (B,L,d_t) --linear--> (B,L,d)
     each level: visual tokens cross-attend to the instruction (the language guidance)
     deformable encoder over all levels (mmdet Deformable DETR layers)
-    M learned queries --deformable decoder, layer by layer--> (L,B,M,d)
+    M queries --deformable decoder, layer by layer--> (L,B,M,d). The queries are either M learned
+    embeddings with learned reference points (Deformable DETR), or, with ``two_stage``, M learned
+    contents placed at the M encoder tokens whose proposals score highest as requested objects
+    (Deformable DETR's two-stage proposals, DINO's mixed query selection): every encoder token proposes
+    a box around its own position, so the decoder starts where the instruction's objects are
     after each layer every token --box MLP--> a box (B,M,4) refined from the layer's reference (the
     reference point at first, then the previous layer's box, as Deformable DETR's box refinement);
     tokens score classes against the class names' text features (``class_logits``), so a DETR-style
@@ -44,13 +48,17 @@ class VisualTokens:
     each of the L decoder layers; ``layer_boxes`` (L,B,M,4) each token's box after each layer as
     normalised (cx, cy, w, h) over the padded input, whose (height, width) in pixels is ``canvas``.
     The last layer's (``features``, ``boxes``) are the tokens' detections; the earlier ones are trained
-    too (auxiliary losses, as in Deformable DETR).
+    too (auxiliary losses, as in Deformable DETR). With two-stage query selection, ``proposal_boxes``
+    (B,M,4) and ``proposal_logits`` (B,M,1) are the selected encoder proposals (the decoder's starting
+    boxes) and their objectness, trained as class-agnostic detections; None otherwise.
     """
 
     embeds: Tensor
     layer_features: Tensor
     layer_boxes: Tensor
     canvas: tuple[int, int]
+    proposal_boxes: Tensor | None = None
+    proposal_logits: Tensor | None = None
 
     @property
     def features(self) -> Tensor:
@@ -104,6 +112,7 @@ class LanguageGuidedImageTokenizer(BaseModule):
         num_decoder_layers: int = 2,
         num_points: int = 4,
         ffn_ratio: int = 4,
+        two_stage: bool = False,
         init_cfg: dict | None = None,
     ) -> None:
         super().__init__(init_cfg)
@@ -135,8 +144,18 @@ class LanguageGuidedImageTokenizer(BaseModule):
             post_norm_cfg=None,
             return_intermediate=True,
         )
-        self.query_embed = nn.Embedding(num_queries, 2 * embed_dims)  # content + position halves
-        self.reference_points = nn.Linear(embed_dims, 2)
+        self.two_stage = two_stage
+        if two_stage:
+            self.query_embed = nn.Embedding(num_queries, embed_dims)  # content only: position from proposals
+            self.proposal_proj = nn.Sequential(nn.Linear(embed_dims, embed_dims), nn.LayerNorm(embed_dims))
+            self.proposal_score = nn.Linear(embed_dims, 1)  # is this token on a requested object
+            self.proposal_box = MLP(embed_dims, embed_dims, 4, 3)  # offsets to the token's anchor box
+            self.query_pos_proj = nn.Sequential(
+                nn.Linear(2 * embed_dims, embed_dims), nn.ReLU(), nn.Linear(embed_dims, embed_dims)
+            )
+        else:
+            self.query_embed = nn.Embedding(num_queries, 2 * embed_dims)  # content + position halves
+            self.reference_points = nn.Linear(embed_dims, 2)
         # one per decoder layer: offsets to the layer's reference (point or box), in logit space
         self.box_heads = nn.ModuleList(MLP(embed_dims, embed_dims, 4, 3) for _ in range(num_decoder_layers))
         self.class_proj = nn.Linear(embed_dims, embed_dims)  # token side of the class-name similarity
@@ -152,7 +171,13 @@ class LanguageGuidedImageTokenizer(BaseModule):
         for box_head in self.box_heads:
             nn.init.zeros_(box_head.layers[-1].weight)
             nn.init.zeros_(box_head.layers[-1].bias)
-        nn.init.constant_(self.box_heads[0].layers[-1].bias[2:], -2.0)
+        if two_stage:  # every layer refines a box, the first one the proposal
+            nn.init.zeros_(self.box_heads[0].layers[-1].bias)
+            nn.init.zeros_(self.proposal_box.layers[-1].weight)
+            nn.init.zeros_(self.proposal_box.layers[-1].bias)
+            nn.init.constant_(self.proposal_score.bias, bias_init_with_prob(0.01))
+        else:
+            nn.init.constant_(self.box_heads[0].layers[-1].bias[2:], -2.0)
         self.register_load_state_dict_pre_hook(_rename_single_box_head)
 
     @property
@@ -189,8 +214,14 @@ class LanguageGuidedImageTokenizer(BaseModule):
             valid_ratios=valid_ratios,
         )
 
-        query_pos, query = self.query_embed.weight.unsqueeze(0).expand(batch, -1, -1).split(dims, dim=-1)
-        reference_points = self.reference_points(query_pos).sigmoid()  # (B,M,2)
+        proposal_boxes = proposal_logits = None
+        if self.two_stage:
+            query, query_pos, reference_points, proposal_boxes, proposal_logits = self._select_queries(
+                memory, spatial_shapes
+            )
+        else:
+            query_pos, query = self.query_embed.weight.unsqueeze(0).expand(batch, -1, -1).split(dims, dim=-1)
+            reference_points = self.reference_points(query_pos).sigmoid()  # (B,M,2)
         # each layer samples around the previous layer's box (detached there, as in Deformable DETR)
         layer_tokens, refined = self.decoder(
             query=query,
@@ -221,7 +252,32 @@ class LanguageGuidedImageTokenizer(BaseModule):
             layer_features=layer_tokens,
             layer_boxes=layer_boxes,
             canvas=tuple(images.shape[-2:]),
+            proposal_boxes=proposal_boxes,
+            proposal_logits=proposal_logits,
         )
+
+    def _select_queries(
+        self, memory: Tensor, spatial_shapes: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """Two-stage queries from the encoder's output ``memory`` (B,N,d): every token proposes a box,
+        refined from an anchor at its own position, and scores it as a requested object; the M best
+        proposals become the decoder's references (detached, as in DINO), each with a learned content.
+
+        Returns query and query_pos (B,M,d), reference boxes (B,M,4), the selected proposals' boxes
+        (B,M,4, with gradients, for their loss) and objectness logits (B,M,1).
+        """
+        batch, _, dims = memory.shape
+        candidates = self.proposal_proj(memory)  # (B,N,d)
+        scores = self.proposal_score(candidates)  # (B,N,1)
+        boxes = (self.proposal_box(candidates) + anchor_boxes(spatial_shapes, memory.dtype)).sigmoid()
+        chosen = scores.squeeze(-1).topk(self.num_queries, dim=1).indices  # (B,M)
+        proposal_boxes = boxes.gather(1, chosen.unsqueeze(-1).expand(-1, -1, 4))  # (B,M,4)
+        proposal_logits = scores.gather(1, chosen.unsqueeze(-1))  # (B,M,1)
+        reference_points = proposal_boxes.detach()
+        position = coordinate_to_encoding(reference_points, num_feats=dims // 2).to(memory.dtype)
+        query_pos = self.query_pos_proj(position)  # (B,M,d)
+        query = self.query_embed.weight.unsqueeze(0).expand(batch, -1, -1)
+        return query, query_pos, reference_points, proposal_boxes, proposal_logits
 
     def class_logits(self, features: Tensor, class_lists: list[list[str]]) -> list[Tensor]:
         """Per image, (..., M, n_i) logits that each token shows each of its request's classes, from token
@@ -248,6 +304,21 @@ def _rename_single_box_head(module: nn.Module, state_dict: dict, prefix: str, *a
     old, new = prefix + "box_head.", f"{prefix}box_heads.{len(module.box_heads) - 1}."
     for key in [k for k in state_dict if k.startswith(old)]:
         state_dict[new + key[len(old) :]] = state_dict.pop(key)
+
+
+def anchor_boxes(spatial_shapes: Tensor, dtype: torch.dtype) -> Tensor:
+    """(N,4) one anchor per feature-map cell over all levels, in logit space: centred on the cell, side
+    0.05 of the input on the finest level, doubling per level (Deformable DETR's two-stage proposals)."""
+    anchors = []
+    for level, (h, w) in enumerate(spatial_shapes.tolist()):
+        ys, xs = torch.meshgrid(
+            (torch.arange(h, device=spatial_shapes.device) + 0.5) / h,
+            (torch.arange(w, device=spatial_shapes.device) + 0.5) / w,
+            indexing="ij",
+        )
+        size = torch.full_like(xs, 0.05 * 2.0**level)
+        anchors.append(torch.stack([xs, ys, size, size], -1).flatten(0, 1))
+    return inverse_sigmoid(torch.cat(anchors)).to(dtype)
 
 
 def refine(offsets: Tensor, reference: Tensor) -> Tensor:

@@ -101,6 +101,8 @@ class TokenDetectionLoss:
     these tokens, so tokens that localise make its box tokens a short copy instead of a long search.
     Every decoder layer's detections are scored, each matched on its own, as Deformable DETR's
     auxiliary losses: the last layer's keys are ``loss_token_*``, layer i's before it ``d{i}.loss_token_*``.
+    Two-stage proposals, when given, are scored the same way as class-agnostic detections (one class,
+    "requested object"), under ``enc.loss_token_*``, as two-stage Deformable DETR's encoder loss.
     """
 
     def __init__(
@@ -132,6 +134,8 @@ class TokenDetectionLoss:
         gt_boxes: list[Tensor],
         gt_classes: list[Tensor],
         canvas: tuple[int, int],
+        proposal_boxes: Tensor | None = None,
+        proposal_logits: Tensor | None = None,
     ) -> dict[str, Tensor]:
         """Args:
         layer_boxes: (L,B,M,4) every decoder layer's token boxes, normalised (cx, cy, w, h) over the
@@ -140,6 +144,8 @@ class TokenDetectionLoss:
         gt_boxes: per image (G_i,4) requested objects' xyxy boxes in padded-input pixels.
         gt_classes: per image (G_i,) their index into the request's classes.
         canvas: (height, width) of the padded input.
+        proposal_boxes: (B,K,4) two-stage proposals, normalised (cx, cy, w, h), or None.
+        proposal_logits: (B,K,1) their objectness logits, or None.
         """
         # matching costs and losses in fp32 whatever the model's dtype (cdist has no bf16 on CPU)
         layer_boxes = layer_boxes.float()
@@ -157,6 +163,15 @@ class TokenDetectionLoss:
                 canvas,
             )
             losses.update({prefix + name: value for name, value in layer_losses.items()})
+        if proposal_boxes is not None:
+            proposal_losses = self._one_layer(
+                proposal_boxes.float(),
+                list(proposal_logits.float()),
+                gt_boxes,
+                [torch.zeros_like(classes) for classes in gt_classes],
+                canvas,
+            )
+            losses.update({"enc." + name: value for name, value in proposal_losses.items()})
         return losses
 
     def _one_layer(

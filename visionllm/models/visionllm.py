@@ -132,6 +132,8 @@ class VisionLLM(PretrainedMixin, BaseModel):
                 f"num_slots ({num_slots}) exceeds image_tokenizer.num_queries "
                 f"({self.image_tokenizer.num_queries}): with token_loss each slot starts from its own token"
             )
+        if self.token_loss is None and self.image_tokenizer.two_stage:
+            raise ValueError("image_tokenizer.two_stage needs token_loss: it trains the proposals it selects")
         self.sequence_loss_weight = sequence_loss_weight
         self.class_names = list(class_names) if class_names is not None else None
         self.grammar = Grammar(self.llm.vocab.num_tokens)
@@ -235,6 +237,8 @@ class VisionLLM(PretrainedMixin, BaseModel):
                     [t.boxes for t in targets],
                     [t.class_index for t in targets],
                     canvas=tokens.canvas,
+                    proposal_boxes=tokens.proposal_boxes,
+                    proposal_logits=tokens.proposal_logits,
                 )
             )
         if "parallel" in self.train_modes:
