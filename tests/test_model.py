@@ -240,7 +240,8 @@ def test_two_stage_queries_start_at_the_best_scoring_encoder_proposals_which_are
     all_boxes = (boxes[0] + anchor_boxes(shapes, torch.float32)).sigmoid()  # (B,N,4)
     best = scores[0].squeeze(-1).topk(tokenizer.num_queries, dim=1)
     torch.testing.assert_close(tokens.proposal_logits.squeeze(-1), best.values)
-    torch.testing.assert_close(tokens.proposal_boxes, all_boxes.gather(1, best.indices[..., None].expand(-1, -1, 4)))
+    chosen = best.indices[..., None].expand(-1, -1, 4)
+    torch.testing.assert_close(tokens.proposal_boxes, all_boxes.gather(1, chosen))
     # the first decoder layer refines the selected proposal
     offsets = tokenizer.box_heads[0](tokens.layer_features[0])
     torch.testing.assert_close(tokens.layer_boxes[0], refine(offsets, tokens.proposal_boxes))
