@@ -250,6 +250,8 @@ def test_two_stage_queries_start_at_the_best_scoring_encoder_proposals_which_are
     sum(losses.values()).backward()
     for head in (tokenizer.proposal_score, tokenizer.proposal_box.layers[0], tokenizer.query_pos_proj[0]):
         assert head.weight.grad.abs().sum() > 0
+    with torch.no_grad(), pytest.raises(ValueError, match="at least num_queries"):
+        tokenizer.eval()(torch.randn(1, 3, 16, 16), ["find circles"])  # 4 + 1 + 1 encoder tokens < 16
     cfg = tiny_config(two_stage=True)
     cfg.token_loss = None
     cfg.decode_mode = "parallel"

@@ -266,7 +266,12 @@ class LanguageGuidedImageTokenizer(BaseModule):
         Returns query and query_pos (B,M,d), reference boxes (B,M,4), the selected proposals' boxes
         (B,M,4, with gradients, for their loss) and objectness logits (B,M,1).
         """
-        batch, _, dims = memory.shape
+        batch, num_tokens, dims = memory.shape
+        if num_tokens < self.num_queries:
+            raise ValueError(
+                f"two-stage selection needs at least num_queries ({self.num_queries}) encoder tokens; "
+                f"this input gives {num_tokens}: use larger images or fewer queries"
+            )
         candidates = self.proposal_proj(memory)  # (B,N,d)
         scores = self.proposal_score(candidates)  # (B,N,1)
         boxes = (self.proposal_box(candidates) + anchor_boxes(spatial_shapes, memory.dtype)).sigmoid()
