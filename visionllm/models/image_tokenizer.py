@@ -172,7 +172,6 @@ class LanguageGuidedImageTokenizer(BaseModule):
             nn.init.zeros_(box_head.layers[-1].weight)
             nn.init.zeros_(box_head.layers[-1].bias)
         if two_stage:  # every layer refines a box, the first one the proposal
-            nn.init.zeros_(self.box_heads[0].layers[-1].bias)
             nn.init.zeros_(self.proposal_box.layers[-1].weight)
             nn.init.zeros_(self.proposal_box.layers[-1].bias)
             nn.init.constant_(self.proposal_score.bias, bias_init_with_prob(0.01))
@@ -274,7 +273,7 @@ class LanguageGuidedImageTokenizer(BaseModule):
             )
         candidates = self.proposal_proj(memory)  # (B,N,d)
         scores = self.proposal_score(candidates)  # (B,N,1)
-        boxes = (self.proposal_box(candidates) + anchor_boxes(spatial_shapes, memory.dtype)).sigmoid()
+        boxes = refine(self.proposal_box(candidates), anchor_boxes(spatial_shapes, memory.dtype))  # (B,N,4)
         chosen = scores.squeeze(-1).topk(self.num_queries, dim=1).indices  # (B,M)
         proposal_boxes = boxes.gather(1, chosen.unsqueeze(-1).expand(-1, -1, 4))  # (B,M,4)
         proposal_logits = scores.gather(1, chosen.unsqueeze(-1))  # (B,M,1)
@@ -312,8 +311,9 @@ def _rename_single_box_head(module: nn.Module, state_dict: dict, prefix: str, *a
 
 
 def anchor_boxes(spatial_shapes: Tensor, dtype: torch.dtype) -> Tensor:
-    """(N,4) one anchor per feature-map cell over all levels, in logit space: centred on the cell, side
-    0.05 of the input on the finest level, doubling per level (Deformable DETR's two-stage proposals)."""
+    """(N,4) one anchor box per feature-map cell over all levels, normalised (cx, cy, w, h): centred on
+    the cell, side 0.05 of the input on the finest level, doubling per level (Deformable DETR's two-stage
+    proposals, which ``refine`` offsets from)."""
     anchors = []
     for level, (h, w) in enumerate(spatial_shapes.tolist()):
         ys, xs = torch.meshgrid(
@@ -323,7 +323,7 @@ def anchor_boxes(spatial_shapes: Tensor, dtype: torch.dtype) -> Tensor:
         )
         size = torch.full_like(xs, 0.05 * 2.0**level)
         anchors.append(torch.stack([xs, ys, size, size], -1).flatten(0, 1))
-    return inverse_sigmoid(torch.cat(anchors)).to(dtype)
+    return torch.cat(anchors).to(dtype)
 
 
 def refine(offsets: Tensor, reference: Tensor) -> Tensor:
