@@ -12,12 +12,17 @@ Three traps on CPU-only machines, each fixed in the narrowest place:
    uses to pure-PyTorch versions (``visionllm.ops``). A full mmcv install is left untouched.
 3. torch>=2.6 loads checkpoints with ``weights_only=True``. mmengine checkpoints carry a few
    non-tensor objects in ``meta`` / ``message_hub``; we allow exactly those classes.
+4. transformers>=5.25 "kernelizes" every ``from_pretrained`` model with kernels fetched from the
+   Hugging Face Hub, which needs the network and rejects models built on the meta device
+   (``Unsupported device type 'meta'``). VisionLLM loads local weights only, so hub kernels are off
+   unless the user sets ``USE_HUB_KERNELS`` themselves.
 """
 
 from __future__ import annotations
 
 import importlib.machinery
 import importlib.util
+import os
 import sys
 import types
 from pathlib import Path
@@ -141,8 +146,14 @@ def allow_mmengine_checkpoints() -> None:
     torch.serialization.add_safe_globals(checkpoint_safe_globals())
 
 
+def disable_hub_kernels() -> None:
+    """Keep transformers from replacing layers with kernels downloaded from the Hub (offline, meta-safe)."""
+    os.environ.setdefault("USE_HUB_KERNELS", "0")
+
+
 def apply() -> None:
     """Apply every fix; idempotent."""
+    disable_hub_kernels()
     patch_torchvision()
     patch_mmcv()
     allow_mmengine_checkpoints()
