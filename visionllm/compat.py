@@ -6,10 +6,12 @@ Three traps on CPU-only machines, each fixed in the narrowest place:
    ``import torchvision`` dies in its fake-tensor registrations with
    ``operator torchvision::nms does not exist`` -- which breaks timm, transformers and mmengine.
    We declare the missing operator schemas (no kernels) so the import succeeds; torchvision's
-   compiled ops still do not run, and VisionLLM never calls them (see ``visionllm.ops``).
+   compiled ops still do not run, and VisionLLM never calls them.
 2. ``mmcv-lite`` has no compiled ``mmcv._ext``, yet mmdet imports ``mmcv.ops`` at import time.
-   We install a stand-in module whose ops raise a clear error, and route the few ops VisionLLM
-   uses to pure-PyTorch versions (``visionllm.ops``). A full mmcv install is left untouched.
+   We install a stand-in module whose ops raise a clear error. The one mmcv op VisionLLM runs,
+   multi-scale deformable attention (mmdet's deformable layers), is sent down mmcv's own
+   pure-PyTorch ``grid_sample`` path; nothing runs NMS or RoIAlign. A full mmcv install is left
+   untouched.
 3. torch>=2.6 loads checkpoints with ``weights_only=True``. mmengine checkpoints carry a few
    non-tensor objects in ``meta`` / ``message_hub``; we allow exactly those classes.
 4. transformers>=5.25 "kernelizes" every ``from_pretrained`` model with kernels fetched from the
@@ -77,8 +79,8 @@ class _MissingExtension(types.ModuleType):
         def _unavailable(*args, **kwargs):
             raise RuntimeError(
                 f"mmcv op '{name}' needs the compiled mmcv, but mmcv-lite is installed. VisionLLM runs "
-                "its own ops (nms, multi-scale deformable attention, RoIAlign) from visionllm.ops; "
-                "install a full mmcv<2.2 built for your torch to use other mmcv ops."
+                "only multi-scale deformable attention, on mmcv's pure-PyTorch path; install a full "
+                "mmcv<2.2 built for your torch to use other mmcv ops."
             )
 
         return _unavailable
