@@ -29,7 +29,6 @@ import visionllm  # noqa: F401  (its platform fixes must run before mmdet / mmcv
 
 # isort: split
 import torch
-from mmdet.structures import DetDataSample
 from mmengine.config import Config
 
 from visionllm.data.synthetic import CLASSES
@@ -101,17 +100,9 @@ def predict(model: VisionLLM, image: torch.Tensor, mode: str) -> int:
     """Decode the detection request with ``mode``; returns how many objects the decoder produced
     (parsed objects plus those the parser dropped, e.g. degenerate boxes)."""
     size = tuple(image.shape[-2:])
-    metainfo = dict(
-        img_shape=size,
-        ori_shape=size,
-        pad_shape=size,
-        batch_input_shape=size,
-        scale_factor=(1.0, 1.0),
-        request=detect_request(model),
-        decode_mode=mode,
-    )
-    [result] = model.predict(image, [DetDataSample(metainfo=metainfo)])
-    return len(result.pred_instances) + sum(result.dropped_tokens.values())
+    meta = dict(ori_shape=size, pad_shape=size, scale_factor=(1.0, 1.0))
+    [result] = model.generate(image, [detect_request(model)], [meta], mode)
+    return len(result) + sum(result.dropped_tokens.values())
 
 
 def run(config: str, objects: list[int], repeats: list[int], image_size: int, device: torch.device) -> dict:

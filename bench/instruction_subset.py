@@ -43,7 +43,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from visionllm.apis import Prediction, Predictor
-from visionllm.evaluation.dump import coco_result
+from visionllm.evaluation.results import coco_result
 from visionllm.instructions import resolve_instruction
 from visionllm.tasks.base import Request
 

@@ -13,6 +13,7 @@ from mmengine.structures import InstanceData
 from tests.conftest import REPO
 from visionllm.models.decoding import parallel_slot_logits
 from visionllm.models.image_tokenizer import anchor_boxes, refine
+from visionllm.models.visionllm import VisionLLM
 from visionllm.registry import MODELS, register_all_modules
 
 CLASSES = ["circle", "square", "triangle"]
@@ -88,44 +89,61 @@ def test_loss_is_finite_and_reaches_every_part(model):
     assert model.slot_embed.grad.abs().sum() > 0
 
 
+def generate(model: VisionLLM, inputs: torch.Tensor, request=None, mode: str | None = None):
+    """``model.generate`` on one image described by ``make_sample``'s metainfo (scale 0.5)."""
+    request = request or model.tasks[model.eval_task].request_for_eval(CLASSES)
+    (prediction,) = model.generate(inputs, [request], [make_sample().metainfo], mode)
+    return prediction
+
+
 @pytest.mark.parametrize("mode", ["parallel", "autoregressive", "tokens"])
-def test_every_decoder_produces_instances_in_original_pixels(model, mode):
+def test_every_decoder_produces_predictions_in_original_pixels(model, mode):
     model.eval()
-    sample = make_sample()
-    sample.set_metainfo(dict(decode_mode=mode))
-    (out,) = model.predict(torch.randn(1, 3, CANVAS, CANVAS), [sample])
-    pred = out.pred_instances
-    assert len(pred.bboxes) == len(pred.scores) == len(pred.labels) == len(pred.class_names)
+    pred = generate(model, torch.randn(1, 3, CANVAS, CANVAS), mode=mode)
+    assert pred.decode_mode == mode
+    assert len(pred.boxes) == len(pred.scores) == len(pred.labels) == len(pred.class_names)
     if mode != "autoregressive":  # the best (slot or token, class) pairs, most probable first
-        assert len(pred) + sum(out.dropped_tokens.values()) == model.max_objects
+        assert len(pred) + sum(pred.dropped_tokens.values()) == model.max_objects
         assert (pred.scores[:-1] >= pred.scores[1:]).all()
-    assert (pred.bboxes >= 0).all() and (pred.bboxes <= 2 * CANVAS).all()
+    assert (pred.boxes >= 0).all() and (pred.boxes <= 2 * CANVAS).all()
     assert ((pred.scores >= 0) & (pred.scores <= 1)).all()
     assert set(pred.class_names) <= set(CLASSES)
-    # the eval task is segmentation: every object carries an RLE mask of the original image size
+    assert pred.labels.tolist() == [CLASSES.index(name) for name in pred.class_names]
+    # the eval task is segmentation: every object carries a polygon and an RLE mask of the original size
+    assert len(pred.polygons) == len(pred)
     assert all(m["size"] == [2 * CANVAS, 2 * CANVAS] for m in pred.masks)
+
+
+def test_the_runners_predict_hands_generate_answers_to_mmdet_metrics(model):
+    """``predict`` (the Runner's path) is ``generate`` on the eval request, as mmdet ``pred_instances``."""
+    model.eval()
+    inputs = torch.randn(1, 3, CANVAS, CANVAS)
+    want = generate(model, inputs)
+    (out,) = model.predict(inputs, [make_sample()])
+    got = out.pred_instances
+    assert torch.equal(got.bboxes, torch.as_tensor(want.boxes, dtype=torch.float32))
+    assert torch.equal(got.scores, torch.as_tensor(want.scores, dtype=torch.float32))
+    assert got.labels.tolist() == want.labels.tolist()
+    assert got.masks == want.masks
 
 
 def test_autoregressive_output_follows_the_grammar(model):
     """Constrained decoding never emits a token the parser has to drop."""
     model.eval()
-    sample = make_sample()
-    sample.set_metainfo(dict(decode_mode="autoregressive"))
-    (out,) = model.predict(torch.randn(1, 3, CANVAS, CANVAS), [sample])
+    out = generate(model, torch.randn(1, 3, CANVAS, CANVAS), mode="autoregressive")
     assert out.dropped_tokens.get("unexpected_token", 0) == 0
     assert out.dropped_tokens.get("class_out_of_range", 0) == 0
-    assert len(out.pred_instances) + sum(out.dropped_tokens.values()) <= model.max_objects
+    assert len(out) + sum(out.dropped_tokens.values()) <= model.max_objects
 
 
 def test_custom_request_restricts_classes(model):
     """A request naming one class can only yield that class, whatever the dataset has."""
     model.eval()
     request = model.tasks["detect"].build_request(["dog"])
-    sample = make_sample()
-    sample.set_metainfo(dict(request=request))
-    (out,) = model.predict(torch.randn(1, 3, CANVAS, CANVAS), [sample])
-    assert set(out.pred_instances.class_names) <= {"dog"}
-    assert (out.pred_instances.labels == -1).all()  # "dog" is not a dataset class
+    out = generate(model, torch.randn(1, 3, CANVAS, CANVAS), request)
+    assert set(out.class_names) <= {"dog"}
+    assert (out.labels == -1).all()  # "dog" is not a dataset class
+    assert out.polygons is None and out.masks is None  # detection predicts no shapes
 
 
 def test_class_pointer_follows_the_names(model):
@@ -371,22 +389,20 @@ def test_tokens_decoding_reads_the_tokenizers_detections(model):
     """The tokens decoder writes each token's box as bins: a box from the tokenizer comes back out."""
     model.eval()
     request = model.tasks["detect"].request_for_eval(CLASSES)
-    sample = make_sample()
-    sample.set_metainfo(dict(decode_mode="tokens", request=request))
     inputs = torch.randn(1, 3, CANVAS, CANVAS)
-    (out,) = model.predict(inputs, [sample])
+    out = generate(model, inputs, request, "tokens")
     with torch.no_grad():
         tokens = model.image_tokenizer(inputs, [request.plain_text])
         probs = model.image_tokenizer.class_logits(tokens.features, [request.classes])[0].sigmoid()
     token, class_index = divmod(int(probs.flatten().argmax()), len(CLASSES))
     best = model._token_boxes(tokens)[0, token].clamp(0, CANVAS) * 2  # original pixels: scale 0.5
-    assert out.pred_instances.class_names[0] == CLASSES[class_index]
-    assert out.pred_instances.scores[0] == pytest.approx(float(probs.max()), abs=1e-6)
+    assert out.class_names[0] == CLASSES[class_index]
+    assert out.scores[0] == pytest.approx(float(probs.max()), abs=1e-6)
     bin_size = 2 * CANVAS / model.vocab.num_bins
-    assert (out.pred_instances.bboxes[0] - best).abs().max() <= bin_size
+    assert (torch.as_tensor(out.boxes[0]) - best).abs().max() <= bin_size
 
 
-def test_decode_modes_are_checked_when_built_and_when_a_sample_asks():
+def test_decode_modes_are_checked_when_built_and_when_asked_for():
     register_all_modules()
     cfg = Config.fromfile(REPO / "configs/_base_/models/visionllm_tiny.py").model
     cfg.class_names = CLASSES
@@ -395,10 +411,8 @@ def test_decode_modes_are_checked_when_built_and_when_a_sample_asks():
     with pytest.raises(ValueError, match="needs token_loss"):
         MODELS.build({**cfg, "decode_mode": "tokens", "token_loss": None})
     untrained_tokens = MODELS.build({**cfg, "token_loss": None}).eval()
-    sample = make_sample()
-    sample.set_metainfo(dict(decode_mode="tokens"))
     with pytest.raises(ValueError, match="needs token_loss"):
-        untrained_tokens.predict(torch.randn(1, 3, CANVAS, CANVAS), [sample])
+        generate(untrained_tokens, torch.randn(1, 3, CANVAS, CANVAS), mode="tokens")
 
 
 def test_a_checkpoint_with_the_single_box_head_of_earlier_versions_loads_strictly():

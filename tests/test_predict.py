@@ -17,7 +17,7 @@ from pycocotools import mask as mask_utils
 
 from visionllm.apis import Prediction, Predictor, draw_predictions
 from visionllm.cli import main
-from visionllm.evaluation import polygons_to_rle
+from visionllm.evaluation import polygons_to_rle, prediction_to_coco
 from visionllm.registry import MODELS, register_all_modules
 
 REPO = Path(__file__).resolve().parents[1]
@@ -125,7 +125,7 @@ def test_objects_are_in_original_image_pixels(segmented: Prediction) -> None:
 
 
 def test_coco_entries(segmented: Prediction) -> None:
-    entries = segmented.to_coco(7)
+    entries = prediction_to_coco(segmented, 7)
     assert len(entries) == len(segmented.objects)
     for entry, obj in zip(entries, segmented.objects):
         x, y, w, h = entry["bbox"]
@@ -133,7 +133,7 @@ def test_coco_entries(segmented: Prediction) -> None:
         assert entry["image_id"] == 7 and entry["category_name"] == obj.class_name
         assert entry["segmentation"] == obj.mask and "category_id" not in entry
         assert entry["polygon"] == obj.polygon
-    with_ids = segmented.to_coco(7, {"circle": 11})
+    with_ids = prediction_to_coco(segmented, 7, {"circle": 11})
     assert [e["category_id"] for e in with_ids] == [11] * sum(
         o.class_name == "circle" for o in segmented.objects
     )

@@ -3,9 +3,9 @@
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
-from mmdet.structures import DetDataSample
 from mmengine.config import Config
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, BertConfig, BertModel
 
@@ -13,6 +13,7 @@ from visionllm.models import serialization
 from visionllm.models.visionllm import VisionLLM
 from visionllm.pretrained import minilm_dir
 from visionllm.registry import MODELS, register_all_modules
+from visionllm.structures import Prediction
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = ["circle", "square", "triangle"]
@@ -36,22 +37,13 @@ def build(cfg: dict) -> VisionLLM:
     return MODELS.build(cfg).eval()
 
 
-def predict(model: VisionLLM) -> DetDataSample:
+def predict(model: VisionLLM) -> Prediction:
     """Parallel decoding of a detection request on one fixed random image."""
     shape = (SIZE, SIZE)
-    sample = DetDataSample(
-        metainfo=dict(
-            img_shape=shape,
-            ori_shape=shape,
-            pad_shape=shape,
-            batch_input_shape=shape,
-            scale_factor=(1.0, 1.0),
-            decode_mode="parallel",
-            request=model.tasks["detect"].request_for_eval(CLASSES),
-        )
-    )
+    meta = dict(ori_shape=shape, pad_shape=shape, scale_factor=(1.0, 1.0))
+    request = model.tasks["detect"].request_for_eval(CLASSES)
     image = torch.rand(1, 3, *shape, generator=torch.Generator().manual_seed(1))
-    return model.predict(image, [sample])[0]
+    return model.generate(image, [request], [meta], "parallel")[0]
 
 
 def assert_same_model(loaded: VisionLLM, original: VisionLLM) -> None:
@@ -62,9 +54,9 @@ def assert_same_model(loaded: VisionLLM, original: VisionLLM) -> None:
     assert loaded.class_names == original.class_names
     assert loaded.vocab.first_id == original.vocab.first_id
     got, want = predict(loaded), predict(original)
-    assert len(want.pred_instances) > 0
-    for field in ("bboxes", "scores", "labels"):
-        assert torch.equal(got.pred_instances[field], want.pred_instances[field]), field
+    assert len(want) > 0
+    for field in ("boxes", "scores", "labels"):
+        assert np.array_equal(getattr(got, field), getattr(want, field)), field
     assert got.dropped_tokens == want.dropped_tokens
 
 

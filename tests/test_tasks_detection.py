@@ -4,7 +4,9 @@ import numpy as np
 import pytest
 from transformers import AutoTokenizer
 
+from visionllm.evaluation import prediction_to_coco
 from visionllm.pretrained import minilm_dir
+from visionllm.structures import Prediction
 from visionllm.tasks import DetectionTask, ImageAnnotations, SegmentationTask, build_task
 from visionllm.tasks.detection import sample_class_list
 from visionllm.vocab import TaskVocab
@@ -45,7 +47,9 @@ def test_coco_boxes_round_trip_within_a_bin(detect, vocab):
 
         targets = detect.encode_objects(request, annotations, CLASSES)
         result = detect.parse(detect.target_sequence(targets), request, canvas)
-        results = detect.to_coco(result.objects, 42, CATEGORY_IDS, (scale, scale), (int(height), int(width)))
+        image_meta = dict(ori_shape=(int(height), int(width)), scale_factor=(scale, scale))
+        prediction = Prediction.from_parsed(result, request, image_meta, "autoregressive", CLASSES)
+        results = prediction_to_coco(prediction, 42, dict(zip(CLASSES, CATEGORY_IDS)))
 
         assert not result.dropped and result.finished and len(results) == len(coco)
         original_pixel_bin = vocab.bin_size(canvas) / scale

@@ -11,8 +11,10 @@ import numpy as np
 from transformers import AutoTokenizer
 
 import visionllm  # noqa: F401  (platform fixes, when run as a script)
+from visionllm.evaluation import prediction_to_coco
 from visionllm.instructions import resolve_instruction
 from visionllm.pretrained import minilm_dir
+from visionllm.structures import Prediction
 from visionllm.tasks import TASKS, ImageAnnotations, build_task
 from visionllm.vocab import TaskVocab
 
@@ -96,8 +98,10 @@ def worked_example(task, request, annotations, tokens):
     targets = task.encode_objects(request, annotations, CLASSES)
     sequence = task.target_sequence(targets)
     result = task.parse(sequence, request, CANVAS)
-    category_ids = [CATEGORY_IDS[CLASSES.index(name)] if name in CLASSES else -1 for name in request.classes]
-    results = task.to_coco(result.objects, 1, category_ids, (SCALE, SCALE), ORIGINAL_SHAPE)
+    image_meta = dict(ori_shape=ORIGINAL_SHAPE, scale_factor=(SCALE, SCALE))
+    with_shapes = "segm" in task.iou_types
+    prediction = Prediction.from_parsed(result, request, image_meta, "parallel", CLASSES, with_shapes)
+    results = prediction_to_coco(prediction, 1)
     return [
         f"Instruction (`request.text`; the model prepends `<image>` tokens), classes={request.classes}:",
         code(request.text),
@@ -105,8 +109,9 @@ def worked_example(task, request, annotations, tokens):
         code(" ".join(tokens.convert_ids_to_tokens(sequence))),
         f"Parsed (`task.parse`, model pixels), dropped={dict(result.dropped)}, finished={result.finished}:",
         code(describe_objects(result.objects, request)),
-        "COCO results (`task.to_coco`, original-image pixels; category_id -1 marks a requested name that "
-        "is not a dataset class, such as a grounding phrase):",
+        "COCO results (`Prediction.from_parsed` rescales to original-image pixels, "
+        "`evaluation.prediction_to_coco` writes the entries; with a name -> id map they also get "
+        "`category_id`, and names outside it, such as a grounding phrase, are left out):",
         code(coco_json(results), "json"),
     ]
 

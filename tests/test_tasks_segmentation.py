@@ -5,7 +5,9 @@ import pytest
 from pycocotools import mask as mask_utils
 from transformers import AutoTokenizer
 
+from visionllm.evaluation import prediction_to_coco
 from visionllm.pretrained import minilm_dir
+from visionllm.structures import Prediction
 from visionllm.tasks import ImageAnnotations, SegmentationTask
 from visionllm.tasks.segmentation import resample_polygon, signed_area
 from visionllm.vocab import TaskVocab
@@ -114,7 +116,9 @@ def test_coco_output_has_rle_masks_in_original_pixels(segment):
         request,
         800,
     )
-    [coco] = segment.to_coco(result.objects, 7, [99], (scale, scale), (height, width))
+    image_meta = dict(ori_shape=(height, width), scale_factor=(scale, scale))
+    prediction = Prediction.from_parsed(result, request, image_meta, "autoregressive", with_shapes=True)
+    [coco] = prediction_to_coco(prediction, 7, {"square": 99})
     assert (
         coco["category_id"] == 99
         and coco["image_id"] == 7

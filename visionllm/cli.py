@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from visionllm.apis import Prediction, Predictor, draw_predictions, list_images
+from visionllm.evaluation.results import prediction_to_coco
 from visionllm.fileio import write_json_atomic
 from visionllm.models.visionllm import DECODE_MODES
 
@@ -68,7 +69,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     entries = []
     for image_id, (image, prediction, stem) in enumerate(zip(images, predictions, _unique_stems(images))):
-        entries += [{"file_name": prediction.file_name, **e} for e in prediction.to_coco(image_id)]
+        entries += [
+            {"file_name": prediction.file_name, **entry} for entry in prediction_to_coco(prediction, image_id)
+        ]
         draw_predictions(image, prediction, out_dir / f"{stem}.png")
         print(summary_line(prediction))
     write_json_atomic(entries, out_dir / "predictions.json")

@@ -1,5 +1,5 @@
 """Run a trained VisionLLM on images: :class:`Predictor` turns images and an instruction into
-:class:`Prediction` objects in original-image pixels.
+:class:`~visionllm.structures.Prediction` objects in original-image pixels (``VisionLLM.generate``'s).
 
     predictor = Predictor.from_checkpoint("configs/visionllm_tiny_synthetic.py", "iter_2000.pth")
     [prediction] = predictor.predict("kitchen.jpg", "find all the cups and knives")
@@ -15,99 +15,30 @@ from __future__ import annotations
 
 import copy
 import os
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Union
 
-import cv2
 import numpy as np
-import torch
-from mmdet.structures import DetDataSample
 from mmdet.utils import get_test_pipeline_cfg
 from mmdet.utils.misc import IMG_EXTENSIONS
 from mmengine.config import Config
 from mmengine.dataset import Compose, pseudo_collate
 from mmengine.runner.checkpoint import _load_checkpoint, _load_checkpoint_to_model
 from PIL import Image, ImageOps
-from pycocotools import mask as mask_utils
 
 from visionllm.data.loading import read_rgb
 from visionllm.engine.checkpoint import restore_pretrained_frozen
-from visionllm.evaluation.dump import coco_result
 from visionllm.instructions import resolve_instruction
 from visionllm.models.visionllm import VisionLLM
 from visionllm.registry import MODELS, TRANSFORMS, register_all_modules
+from visionllm.structures import ObjectPrediction, Prediction  # noqa: F401  (re-exported)
 from visionllm.tasks.base import Request
 
 #: A path (str or PathLike), a PIL image, or an (H, W, 3) uint8 RGB array.
 ImageInput = Union[str, os.PathLike, Image.Image, np.ndarray]
 #: File loaders that the array loader can stand in for (both give BGR unless told otherwise).
 _FILE_LOADERS = ("LoadImageRGB", "LoadImageFromFile", "mmdet.LoadImageFromFile")
-
-
-@dataclass
-class ObjectPrediction:
-    """One predicted object in original-image pixels.
-
-    ``label`` is the index of ``class_name`` in the model's class list, -1 for a class outside it (an
-    open-vocabulary name or a grounding phrase). ``mask`` is a COCO RLE and ``polygon`` the predicted
-    K points (flat x, y, ...) the mask was filled from (segmentation requests only).
-    """
-
-    class_name: str
-    score: float
-    box: tuple[float, float, float, float]  # x1, y1, x2, y2
-    label: int
-    mask: dict | None = None
-    polygon: list[float] | None = None
-
-    @property
-    def polygons(self) -> list[list[float]]:
-        """COCO polygons (flat x, y, ... in pixels): the predicted polygon, else the mask's outer
-        contours; [] without either."""
-        if self.polygon is not None:
-            return [self.polygon]
-        if self.mask is None:
-            return []
-        contours, _ = cv2.findContours(
-            mask_utils.decode(self.mask), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE
-        )
-        return [contour.reshape(-1).astype(float).tolist() for contour in contours if len(contour) >= 3]
-
-
-@dataclass
-class Prediction:
-    """What the model found in one image for one request.
-
-    ``file_name`` is the image's path (None for in-memory images); ``dropped_tokens`` counts what the
-    answer's parser threw away, by reason (see ``visionllm.tasks.base``).
-    """
-
-    file_name: str | None
-    height: int
-    width: int
-    request: Request
-    decode_mode: str
-    objects: list[ObjectPrediction] = field(default_factory=list)
-    dropped_tokens: dict[str, int] = field(default_factory=dict)
-
-    def to_coco(self, image_id: int, category_ids: Mapping[str, int] | None = None) -> list[dict]:
-        """COCO result entries (``image_id``, ``category_name``, ``bbox`` xywh, ``score``, and RLE
-        ``segmentation`` + predicted ``polygon`` when there is a mask). With ``category_ids`` (class
-        name -> COCO id) each entry also gets its ``category_id``, and objects of a class without an
-        id are left out."""
-        entries = []
-        for obj in self.objects:
-            fields: dict = {"category_name": obj.class_name}
-            if category_ids is not None:
-                if obj.class_name not in category_ids:
-                    continue
-                fields["category_id"] = int(category_ids[obj.class_name])
-            if obj.polygon is not None:
-                fields["polygon"] = obj.polygon
-            entries.append(coco_result(image_id, obj.box, obj.score, obj.mask, **fields))
-        return entries
 
 
 def list_images(images: ImageInput | Sequence[ImageInput]) -> list[ImageInput]:
@@ -230,50 +161,18 @@ class Predictor:
         predictions = []
         for start in range(0, len(inputs), batch_size):
             batch = inputs[start : start + batch_size]
-            packed = [self._prepare(image, request, decode_mode) for image in batch]
-            with torch.no_grad():
-                samples = self.model.test_step(pseudo_collate(packed))
-            for image, sample in zip(batch, samples):
-                file_name = str(image) if isinstance(image, (str, os.PathLike)) else None
-                predictions.append(_prediction(sample, file_name, decode_mode, score_thr))
+            packed = pseudo_collate([self._prepare(image) for image in batch])
+            data = self.model.data_preprocessor(packed, False)
+            metas = [sample.metainfo for sample in data["data_samples"]]
+            answers = self.model.generate(data["inputs"], [request] * len(batch), metas, decode_mode)
+            for image, answer in zip(batch, answers):
+                answer.file_name = str(image) if isinstance(image, (str, os.PathLike)) else None
+                predictions.append(answer.above(score_thr))
         return predictions
 
-    def _prepare(self, image: ImageInput, request: Request, decode_mode: str) -> dict:
-        """The test pipeline's packed inputs for one image, carrying the request and decoder."""
+    def _prepare(self, image: ImageInput) -> dict:
+        """The test pipeline's packed inputs for one image."""
         pixels = load_rgb(image)
         if self.channel_order == "bgr":
             pixels = np.ascontiguousarray(pixels[..., ::-1])
-        packed = self.pipeline(dict(img=pixels, img_id=0))
-        packed["data_samples"].set_metainfo(dict(request=request, decode_mode=decode_mode))
-        return packed
-
-
-def _prediction(
-    sample: DetDataSample, file_name: str | None, decode_mode: str, score_thr: float
-) -> Prediction:
-    """A predicted data sample -> :class:`Prediction`, without the objects below ``score_thr``."""
-    instances = sample.pred_instances
-    masks = instances.masks if "masks" in instances else [None] * len(instances)
-    polygons = instances.polygons if "polygons" in instances else [None] * len(instances)
-    objects = [
-        ObjectPrediction(name, score, tuple(box), label, mask, polygon)
-        for name, score, box, label, mask, polygon in zip(
-            instances.class_names,
-            instances.scores.tolist(),
-            instances.bboxes.tolist(),
-            instances.labels.tolist(),
-            masks,
-            polygons,
-        )
-        if score >= score_thr
-    ]
-    height, width = sample.metainfo["ori_shape"]
-    return Prediction(
-        file_name=file_name,
-        height=int(height),
-        width=int(width),
-        request=sample.metainfo["request"],
-        decode_mode=decode_mode,
-        objects=objects,
-        dropped_tokens=dict(sample.metainfo["dropped_tokens"]),
-    )
+        return self.pipeline(dict(img=pixels, img_id=0))

@@ -5,9 +5,19 @@
   of COCO RLE dicts (one per instance), so task decoders that predict polygons turn them into RLE with
   :func:`polygons_to_rle` and need no metric of their own.
 - :class:`DumpCocoResults` (``tools/test.py --out``): writes the test predictions as a COCO results file.
+- :mod:`~visionllm.evaluation.results`: the one place where predictions become COCO result dicts.
 """
 
 from visionllm.evaluation.coco_eval import STAT_NAMES, evaluate_coco, format_stats_table, polygons_to_rle
 from visionllm.evaluation.dump import DumpCocoResults
+from visionllm.evaluation.results import coco_result, prediction_to_coco
 
-__all__ = ["STAT_NAMES", "DumpCocoResults", "evaluate_coco", "format_stats_table", "polygons_to_rle"]
+__all__ = [
+    "STAT_NAMES",
+    "DumpCocoResults",
+    "coco_result",
+    "evaluate_coco",
+    "format_stats_table",
+    "polygons_to_rle",
+    "prediction_to_coco",
+]

@@ -12,31 +12,15 @@ import numbers
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from visionllm.structures import polygons_to_rle
+
 #: The 12 numbers of ``COCOeval.stats``, in order.
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 IOU_TYPES = ("bbox", "segm")
-
-
-def polygons_to_rle(polygons: list[list[float]], height: int, width: int) -> dict:
-    """One compressed COCO RLE (``counts`` as str, JSON-ready) for the union of ``polygons``.
-
-    Each polygon is a flat ``[x1, y1, x2, y2, ...]`` list in pixels; polygons with fewer than 3 points
-    enclose nothing and are skipped (so none at all gives an empty mask). An odd-length list is an error.
-    """
-    for index, polygon in enumerate(polygons):
-        if len(polygon) % 2:
-            raise ValueError(f"polygon {index} has an odd number of coordinates ({len(polygon)})")
-    closed = [[float(v) for v in polygon] for polygon in polygons if len(polygon) >= 6]
-    if closed:
-        rle = mask_utils.merge(mask_utils.frPyObjects(closed, height, width))
-    else:
-        rle = mask_utils.encode(np.zeros((height, width), dtype=np.uint8, order="F"))
-    return {"size": [int(height), int(width)], "counts": rle["counts"].decode("ascii")}
 
 
 def _is_number(value: Any) -> bool:

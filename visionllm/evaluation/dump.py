@@ -11,24 +11,9 @@ from typing import Any
 from mmengine.evaluator import BaseMetric
 from pycocotools.coco import COCO
 
+from visionllm.evaluation.results import coco_result
 from visionllm.fileio import write_json_atomic
 from visionllm.registry import METRICS
-
-
-def coco_result(
-    image_id: int,
-    box: Sequence[float],
-    score: float,
-    mask: dict | None = None,
-    **fields: Any,
-) -> dict:
-    """One COCO result entry: ``box`` xyxy -> ``bbox`` xywh, ``mask`` (a COCO RLE) as ``segmentation``.
-    ``fields`` (``category_id``, ``category_name``, ...) are added as given."""
-    x1, y1, x2, y2 = (float(v) for v in box)
-    entry = {"image_id": int(image_id), **fields, "bbox": [x1, y1, x2 - x1, y2 - y1], "score": float(score)}
-    if mask is not None:
-        entry["segmentation"] = mask
-    return entry
 
 
 @METRICS.register_module()

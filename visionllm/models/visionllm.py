@@ -6,14 +6,15 @@
       prompt ids: <image>*M + instruction tokens        -> (B,T) with the visual tokens spliced in
       training: parallel slots (Hungarian-matched set loss) and/or teacher-forced autoregressive loss
       predict:  parallel (one pass) or autoregressive (grammar-constrained greedy) decoding
-      task.parse(tokens) -> objects -> pred_instances in original-image pixels (mmdet convention)
+      task.parse(tokens) -> objects -> Prediction in original-image pixels (``generate``); the Runner's
+      ``predict`` hands them to mmdet metrics as ``pred_instances``
 
 The model knows no task by name: tasks are built from the config and looked up by their name.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -38,6 +39,7 @@ from visionllm.models.loss import SlotLoss, TokenDetectionLoss, expected_bins, s
 from visionllm.models.matcher import HungarianMatcher
 from visionllm.models.serialization import PretrainedMixin, init_kwargs
 from visionllm.registry import MODELS
+from visionllm.structures import Prediction
 from visionllm.tasks import build_task
 from visionllm.tasks.base import ImageAnnotations, Request, Task
 from visionllm.tasks.grounding import NoReferentError
@@ -66,8 +68,9 @@ class VisionLLM(PretrainedMixin, BaseModel):
         eval_task: the task whose request is made for images that come without one (COCO evaluation).
         num_slots: N, the object slots of parallel decoding (an upper bound on objects per image).
         train_modes: decoders trained each step, from ``TRAIN_MODES``.
-        decode_mode: the decoder ``predict`` uses unless a data sample asks for another, from
-            ``DECODE_MODES`` (``tokens`` reads the tokenizer's detections and needs ``token_loss``).
+        decode_mode: the decoder ``predict`` (the Runner's evaluation) and ``generate`` use unless told
+            another, from ``DECODE_MODES`` (``tokens`` reads the tokenizer's detections and needs
+            ``token_loss``).
         max_objects: cap on objects per image (parallel and tokens decoding rank (slot, class) pairs
             and keep this many; autoregressive decoding stops there).
         token_loss: kwargs of ``TokenDetectionLoss`` on the visual tokens; None turns it off. When on,
@@ -169,13 +172,14 @@ class VisionLLM(PretrainedMixin, BaseModel):
             labels=gt.labels.cpu().numpy(),
             polygons=polygons,
             attributes=list(sample.metainfo.get("instance_attributes", [{}] * len(gt))),
-            canvas_size=self._canvas_size(sample),
+            canvas_size=self._canvas_size(sample.metainfo),
         )
 
     @staticmethod
-    def _canvas_size(sample: DetDataSample) -> int:
-        """Location bins span the padded input square: its side in model-input pixels."""
-        return int(max(sample.metainfo.get("pad_shape", sample.metainfo["batch_input_shape"])))
+    def _canvas_size(meta: Mapping) -> int:
+        """Location bins span the padded input square: its side in model-input pixels (from an
+        image's metainfo)."""
+        return int(max(meta.get("pad_shape") or meta["batch_input_shape"]))
 
     def _class_names(self) -> list[str]:
         if self.class_names is None:
@@ -243,7 +247,7 @@ class VisionLLM(PretrainedMixin, BaseModel):
             )
         if "parallel" in self.train_modes:
             slot_inputs, slot_priors, seeds = self._slot_inputs(
-                tokens, token_class_logits, queries, [self._canvas_size(s) for s in data_samples]
+                tokens, token_class_logits, queries, [self._canvas_size(s.metainfo) for s in data_samples]
             )
             slot_logits = parallel_slot_logits(self.llm, tokens.embeds, queries, slot_inputs, slot_priors)
             losses.update(self._parallel_loss(slot_logits, queries, targets, seeds))
@@ -368,19 +372,49 @@ class VisionLLM(PretrainedMixin, BaseModel):
         )
 
     # ---------------------------------------------------------------- predict
-    @torch.no_grad()
     def predict(self, inputs: Tensor, data_samples: list[DetDataSample]) -> list[DetDataSample]:
-        """Decode each image's request (``metainfo['request']``, else the eval task over all classes)."""
-        queries = []
-        for sample in data_samples:
-            request = sample.metainfo.get("request") or self.tasks[self.eval_task].request_for_eval(
-                self._class_names()
-            )
-            queries.append(self._query(self.tasks[request.task], request))
-        mode = data_samples[0].metainfo.get("decode_mode", self.decode_mode)
+        """The Runner's evaluation path: the eval task's request over all dataset classes, decoded with
+        ``decode_mode``; each answer becomes mmdet ``pred_instances`` (xyxy original-image pixels,
+        dataset labels, RLE ``masks`` for tasks with shapes), which mmdet's ``CocoMetric`` reads."""
+        request = self.tasks[self.eval_task].request_for_eval(self._class_names())
+        predictions = self.generate(
+            inputs, [request] * len(data_samples), [s.metainfo for s in data_samples], self.decode_mode
+        )
+        for sample, prediction in zip(data_samples, predictions):
+            instances = InstanceData()
+            instances.bboxes = torch.as_tensor(prediction.boxes, dtype=torch.float32).reshape(-1, 4)
+            instances.scores = torch.as_tensor(prediction.scores, dtype=torch.float32)
+            instances.labels = torch.as_tensor(prediction.labels, dtype=torch.long)
+            if prediction.masks is not None:
+                instances.masks = prediction.masks
+            sample.pred_instances = instances
+        return data_samples
+
+    @torch.no_grad()
+    def generate(
+        self,
+        inputs: Tensor,
+        requests: Sequence[Request],
+        image_metas: Sequence[Mapping],
+        decode_mode: str | None = None,
+    ) -> list[Prediction]:
+        """Answer one request per image: the single path from model to results.
+
+        Args:
+            inputs: (B,3,H,W) preprocessed images (the data preprocessor's output).
+            requests: per image, what to find (``visionllm.instructions`` makes them from text).
+            image_metas: per image, the test pipeline's metainfo: ``ori_shape``, ``scale_factor`` and
+                ``pad_shape`` (or ``batch_input_shape``), to map the answer back to original pixels.
+            decode_mode: one of ``DECODE_MODES``; None = the model's ``decode_mode``.
+        Returns:
+            One :class:`Prediction` per image in original-image pixels; objects that lie wholly in the
+            padding (no area once clipped to the image) are left out.
+        """
+        mode = decode_mode or self.decode_mode
         check_decode_mode(mode, self.token_loss is not None)
-        tokens = self.image_tokenizer(inputs, [q.request.plain_text for q in queries])
-        canvas_sizes = [self._canvas_size(s) for s in data_samples]
+        queries = [self._query(self.tasks[request.task], request) for request in requests]
+        tokens = self.image_tokenizer(inputs, [q.request.plain_text for q in queries])  # (B,M,D)
+        canvas_sizes = [self._canvas_size(meta) for meta in image_metas]
         if mode == "parallel":
             slot_inputs, slot_priors, _ = self._slot_inputs(
                 tokens, self._token_class_logits(tokens, queries), queries, canvas_sizes
@@ -399,39 +433,11 @@ class VisionLLM(PretrainedMixin, BaseModel):
                 canvas_sizes,
                 self.max_objects,
             )
-        for sample, q, seq in zip(data_samples, queries, decoded):
-            parsed = q.task.parse(seq.token_ids, q.request, self._canvas_size(sample), seq.token_scores)
-            sample.set_metainfo(dict(request=q.request, dropped_tokens=dict(parsed.dropped)))
-            sample.pred_instances = self._to_instances(q.task, parsed.objects, q.request, sample)
-        return data_samples
-
-    def _to_instances(
-        self, task: Task, objects: list, request: Request, sample: DetDataSample
-    ) -> InstanceData:
-        """Objects in model-input pixels -> mmdet ``pred_instances`` in original-image pixels.
-
-        The task's COCO conversion does the rescaling, clipping and polygon-to-RLE work; it is asked
-        for dataset label indices (-1 for a requested name outside the dataset) instead of COCO ids.
-        Objects that lie wholly in the padding (no area once clipped to the image) are dropped.
-        """
-        label_of = {name: i for i, name in enumerate(self.class_names or [])}
-        labels = [label_of.get(name, -1) for name in request.classes]
-        results = task.to_coco(
-            objects,
-            sample.metainfo.get("img_id", 0),
-            labels,
-            sample.metainfo.get("scale_factor", (1.0, 1.0)),
-            sample.metainfo["ori_shape"],
-        )
-        inside = [i for i, r in enumerate(results) if r["bbox"][2] > 0 and r["bbox"][3] > 0]
-        results, objects = [results[i] for i in inside], [objects[i] for i in inside]
-        instances = InstanceData()
-        boxes = torch.tensor([r["bbox"] for r in results], dtype=torch.float32).reshape(-1, 4)
-        instances.bboxes = torch.cat([boxes[:, :2], boxes[:, :2] + boxes[:, 2:]], 1)
-        instances.scores = torch.tensor([r["score"] for r in results], dtype=torch.float32)
-        instances.labels = torch.tensor([r["category_id"] for r in results], dtype=torch.long)
-        instances.class_names = [request.classes[o.class_index] for o in objects]
-        if task.iou_types and "segm" in task.iou_types:
-            instances.masks = [r["segmentation"] for r in results]
-            instances.polygons = [r["polygon"] for r in results]
-        return instances
+        predictions = []
+        for q, seq, canvas, meta in zip(queries, decoded, canvas_sizes, image_metas):
+            parsed = q.task.parse(seq.token_ids, q.request, canvas, seq.token_scores)
+            with_shapes = "segm" in q.task.iou_types
+            predictions.append(
+                Prediction.from_parsed(parsed, q.request, meta, mode, self.class_names or (), with_shapes)
+            )
+        return predictions

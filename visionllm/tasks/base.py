@@ -208,7 +208,7 @@ def _as_int(token: Any) -> int | None:
 
 
 class Task(ABC):
-    """One vision task defined in language: instructions, targets, grammar, parser, COCO output."""
+    """One vision task defined in language: instructions, targets, grammar, parser."""
 
     name: ClassVar[str]
     synonyms: ClassVar[tuple[str, ...]] = ()
@@ -398,38 +398,3 @@ class Task(ABC):
         if isinstance(geometry, str):
             return geometry
         return DetectedObject(class_index, geometry.box, score, geometry.polygon)
-
-    # ---- COCO output -----------------------------------------------------------------------------
-    def to_coco(
-        self,
-        objects: Sequence[DetectedObject],
-        image_id: int,
-        category_ids: Sequence[int],
-        scale_factor: tuple[float, float],
-        ori_shape: tuple[int, int],
-    ) -> list[dict]:
-        """COCO result dicts in original-image pixels (model pixels divided by ``scale_factor`` =
-        (w_scale, h_scale), clipped to ``ori_shape`` = (h, w)); ``category_ids[k]`` is the COCO id
-        of ``request.classes[k]``. Objects with a polygon also get an RLE ``segmentation`` and the
-        predicted points themselves as ``polygon`` (flat x, y, ...; an extra key COCO tools ignore)."""
-        from visionllm.evaluation import polygons_to_rle  # here: the evaluation package may import tasks
-
-        height, width = ori_shape
-        sx, sy = scale_factor
-        results = []
-        for obj in objects:
-            x1, y1, x2, y2 = np.clip(
-                np.asarray(obj.box) / [sx, sy, sx, sy], 0, [width, height, width, height]
-            )
-            result = {
-                "image_id": image_id,
-                "category_id": int(category_ids[obj.class_index]),
-                "bbox": [float(x1), float(y1), float(x2 - x1), float(y2 - y1)],
-                "score": float(obj.score),
-            }
-            if obj.polygon is not None:
-                points = np.clip(np.asarray(obj.polygon).reshape(-1, 2) / [sx, sy], 0, [width, height])
-                result["polygon"] = points.reshape(-1).tolist()
-                result["segmentation"] = polygons_to_rle([result["polygon"]], height, width)
-            results.append(result)
-        return results
