@@ -117,6 +117,8 @@ def checkpoint_safe_globals() -> list:
     import numpy as np
     from mmengine.logging import HistoryBuffer
 
+    from visionllm.mmengine_private import history_buffer_statistics_methods
+
     np_core = getattr(np, "_core", None) or np.core  # numpy 2 renamed np.core
     dtype_classes = [type(np.dtype(t)) for t in ("float64", "float32", "int64", "int32", "bool", "uint32")]
 
@@ -125,7 +127,7 @@ def checkpoint_safe_globals() -> list:
         methods (``getattr(HistoryBuffer, 'mean')``); any other attribute lookup is refused."""
         import pickle
 
-        methods = {"min", "max", "current", "mean", *HistoryBuffer._statistics_methods}
+        methods = {"min", "max", "current", "mean", *history_buffer_statistics_methods()}
         if owner is HistoryBuffer and name in methods:
             return getattr(HistoryBuffer, name)
         raise pickle.UnpicklingError(

@@ -14,6 +14,7 @@ from mmdet.datasets import CocoDataset
 from mmdet.datasets.api_wrappers import COCO
 from mmengine.logging import print_log
 
+from visionllm.mmengine_private import live_metainfo
 from visionllm.registry import DATASETS
 
 #: Keys each entry of a section must have (what mmdet and pycocotools read unconditionally).
@@ -120,9 +121,10 @@ class VisionLLMCocoDataset(CocoDataset):
         when the config gives none (mmdet reads ``metainfo['classes']`` right after this call)."""
         data = load_coco_json(local_path, display_name=self.ann_file)
         file_classes = [category["name"] for category in data["categories"]]
-        if not self._metainfo.get("classes"):
-            self._metainfo["classes"] = tuple(file_classes)
-        unknown = set(self._metainfo["classes"]) - set(file_classes)
+        metainfo = live_metainfo(self)
+        if not metainfo.get("classes"):
+            metainfo["classes"] = tuple(file_classes)
+        unknown = set(metainfo["classes"]) - set(file_classes)
         if unknown:
             raise ValueError(
                 f"{self.ann_file}: configured classes {sorted(unknown)} are not among its categories"

@@ -168,6 +168,7 @@ class ResumableCheckpointHook(CheckpointHook):
         self._prune(runner)
         self._restore_random_state(runner)
 
+    # overrides a private mmengine method (listed in visionllm/mmengine_private.py)
     def _save_checkpoint_with_step(self, runner, step: int, meta: dict) -> None:
         # every rank calls this (only rank 0 writes): gather all ranks' RNG states into the checkpoint.
         # mmengine saves the last checkpoint again after validation when the best score improves; the

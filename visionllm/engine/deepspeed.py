@@ -11,10 +11,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from mmengine._strategy import DeepSpeedStrategy
 from mmengine.config import Config
 from mmengine.registry import STRATEGIES
 from torch import nn
+
+from visionllm.mmengine_private import DeepSpeedStrategy
 
 #: The presets ``--deepspeed NAME`` finds by name.
 PRESET_DIR = Path(__file__).resolve().parents[2] / "configs" / "_base_" / "deepspeed"
@@ -83,6 +84,7 @@ class VisionLLMDeepSpeedStrategy(DeepSpeedStrategy):
       BatchNorm backbone (ResNet, EfficientNet) trains in bf16.
     """
 
+    # overrides a private mmengine method (listed in visionllm/mmengine_private.py)
     def _wrap_model(self, model: nn.Module) -> nn.Module:
         wrapper = super()._wrap_model(model)
         cast_norm_statistics(wrapper.model.module)  # wrapper -> DeepSpeed engine -> the model

@@ -10,6 +10,7 @@ from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 from torch import nn
 
+from visionllm.mmengine_private import configured_dataloader, set_max_iters
 from visionllm.registry import HOOKS
 
 
@@ -32,9 +33,9 @@ class ClassNamesHook(Hook):
         model = unwrap_model(runner.model)
         if getattr(model, "class_names", None):
             return
-        for name in ("train_dataloader", "val_dataloader", "test_dataloader"):
-            if getattr(runner, f"_{name}", None) is not None:  # configured (built on first access)
-                model.class_names = list(getattr(runner, name).dataset.metainfo["classes"])
+        for split in ("train", "val", "test"):
+            if configured_dataloader(runner, split) is not None:  # configured (built on first access)
+                model.class_names = list(getattr(runner, f"{split}_dataloader").dataset.metainfo["classes"])
                 return
 
 
@@ -112,7 +113,7 @@ class TimeBudgetHook(Hook):
         if elapsed >= self.budget_s:
             # this iteration becomes the last: the loop's own end-of-training validation and the
             # checkpoint hook's last-iteration save then run as for an iteration-limited schedule
-            runner.train_loop._max_iters = runner.iter + 1
+            set_max_iters(runner.train_loop, runner.iter + 1)
         elif elapsed >= self.next_val_s and runner.val_loop is not None:
             paused_at = self.clock()
             runner.val_loop.run()
