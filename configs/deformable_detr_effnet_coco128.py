@@ -6,14 +6,12 @@
 # schedule and runtime are those of visionllm_effnet_coco128_512.py, so the two curves differ only in the
 # model:
 #   python tools/train.py configs/deformable_detr_effnet_coco128.py --time-budget 20 --val-every 5
-_base_ = ["visionllm_effnet_coco128_512.py", "_base_/models/deformable_detr_losses.py"]
+_base_ = ["visionllm_effnet_coco128_512.py", "_base_/models/deformable_detr.py"]
 
-embed_dims = 128
-num_levels = 3
-num_heads = 4
-deformable_attention = dict(  # MultiScaleDeformableAttention
-    embed_dims=embed_dims, num_heads=num_heads, num_levels=num_levels, num_points=4, batch_first=True
-)
+embed_dims = _base_.embed_dims
+num_levels = _base_.num_levels
+num_heads = _base_.num_heads
+deformable_attention = _base_.deformable_attention
 ffn = dict(embed_dims=embed_dims, feedforward_channels=4 * embed_dims, ffn_drop=0.1)
 model = dict(
     _delete_=True,

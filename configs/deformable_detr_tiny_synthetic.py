@@ -1,75 +1,51 @@
 # Baseline for the tiny VisionLLM (bench/detr_vs_visionllm.py): mmdet's Deformable DETR at the same tiny
-# scale on the same synthetic shapes. Shared with configs/visionllm_tiny_synthetic.py: the backbone (the
-# slim timm ResNet-18, random init, strides 8/16/32) and data preprocessor (copies, kept equal by
-# tests/test_bench_scripts.py), the dataloaders by `_base_` (128 px, batch 8, the same pipeline; DETR
-# ignores the masks and attributes it also loads) and the schedule's length.
+# scale on the same synthetic shapes. From configs/visionllm_tiny_synthetic.py by `_base_`: the backbone
+# (the slim timm ResNet-18, random init, strides 8/16/32), the data preprocessor, the dataloaders (128 px,
+# batch 8, the same pipeline; DETR ignores the masks and attributes it also loads), the schedule's length
+# and shape, and the runtime.
 # Its own: 3 feature levels (as VisionLLM's tokenizer), 3 encoder + 3 decoder layers of width 128,
 # 30 queries (VisionLLM's max_objects; the images hold 1-6 shapes), box-only evaluation.
 # Deformable attention runs mmcv's pure-PyTorch path on mmcv-lite (visionllm.compat), so it trains on CPU.
-_base_ = [
-    "_base_/datasets/synthetic.py",
-    "_base_/schedules/adamw_iters.py",
-    "_base_/default_runtime.py",
-    "_base_/models/deformable_detr_losses.py",
-]
+_base_ = ["visionllm_tiny_synthetic.py", "_base_/models/deformable_detr.py"]
 
-embed_dims = 128
-num_levels = 3
-num_heads = 4
-deformable_attention = dict(  # MultiScaleDeformableAttention
-    embed_dims=embed_dims, num_heads=num_heads, num_levels=num_levels, num_points=4, batch_first=True
-)
+__width = _base_.embed_dims
+__ffn = dict(embed_dims=__width, feedforward_channels=4 * __width, ffn_drop=0.0)
 model = dict(
+    _delete_=True,
     type="DeformableDETR",
     num_queries=30,
-    num_feature_levels=num_levels,
+    num_feature_levels=_base_.num_levels,
     with_box_refine=False,
     as_two_stage=False,
-    data_preprocessor=dict(
-        type="DetDataPreprocessor",
-        mean=[123.675, 116.28, 103.53],
-        std=[58.395, 57.12, 57.375],
-        bgr_to_rgb=True,
-        pad_size_divisor=32,
-    ),
+    data_preprocessor=_base_.model.data_preprocessor,
     # the tiny VisionLLM's image_tokenizer.backbone (visionllm.models.backbones.TimmBackbone)
-    backbone=dict(
-        type="TimmBackbone",
-        model_name="resnet18",
-        out_indices=(2, 3, 4),
-        channels=(16, 32, 64, 128),
-        stem_width=16,
-    ),
+    backbone=dict(type="TimmBackbone", **_base_.model.image_tokenizer.backbone),
     neck=dict(
         type="ChannelMapper",
         in_channels=[32, 64, 128],  # the slim ResNet-18's widths at out_indices (2, 3, 4)
         kernel_size=1,
-        out_channels=embed_dims,
+        out_channels=__width,
         act_cfg=None,
         norm_cfg=dict(type="GN", num_groups=32),
-        num_outs=num_levels,
+        num_outs=_base_.num_levels,
     ),
     encoder=dict(  # DeformableDetrTransformerEncoder
-        num_layers=3,
-        layer_cfg=dict(
-            self_attn_cfg=deformable_attention,
-            ffn_cfg=dict(embed_dims=embed_dims, feedforward_channels=4 * embed_dims, ffn_drop=0.0),
-        ),
+        num_layers=3, layer_cfg=dict(self_attn_cfg=_base_.deformable_attention, ffn_cfg=__ffn)
     ),
     decoder=dict(  # DeformableDetrTransformerDecoder
         num_layers=3,
         return_intermediate=True,
         layer_cfg=dict(
-            self_attn_cfg=dict(embed_dims=embed_dims, num_heads=num_heads, dropout=0.0, batch_first=True),
-            cross_attn_cfg=deformable_attention,
-            ffn_cfg=dict(embed_dims=embed_dims, feedforward_channels=4 * embed_dims, ffn_drop=0.0),
+            self_attn_cfg=dict(embed_dims=__width, num_heads=_base_.num_heads, dropout=0.0, batch_first=True),
+            cross_attn_cfg=_base_.deformable_attention,
+            ffn_cfg=__ffn,
         ),
         post_norm_cfg=None,
     ),
-    positional_encoding=dict(num_feats=embed_dims // 2, normalize=True, offset=-0.5),
+    positional_encoding=dict(num_feats=__width // 2, normalize=True, offset=-0.5),
     bbox_head=dict(
         type="DeformableDETRHead",
-        embed_dims=embed_dims,
+        embed_dims=__width,
         num_classes=6,  # visionllm.data.synthetic.CLASSES
         sync_cls_avg_factor=True,
         **_base_.deformable_detr_losses,
@@ -82,23 +58,13 @@ model = dict(
 val_evaluator = dict(metric=["bbox"])
 test_evaluator = val_evaluator
 
-# Same length and warm-up/cosine shape as the VisionLLM config; Deformable DETR's optimiser recipe
-# (AdamW, weight decay 1e-4, gradients clipped at 0.1, sampling offsets and reference points at 0.1x),
-# with the learning rate raised from its 2e-4 because everything here starts from random weights.
-# Not tuned beyond that.
-max_iters = 600
-train_cfg = dict(max_iters=max_iters, val_interval=max_iters)
+# Deformable DETR's optimiser recipe (AdamW, weight decay 1e-4, gradients clipped at 0.1, sampling offsets
+# and reference points at 0.1x), with the learning rate raised from its 2e-4 because everything here starts
+# from random weights. Not tuned beyond that.
 optim_wrapper = dict(
     optimizer=dict(lr=1e-3, weight_decay=1e-4, betas=(0.9, 0.999)),
     clip_grad=dict(max_norm=0.1, norm_type=2),
     paramwise_cfg=dict(
         custom_keys={"sampling_offsets": dict(lr_mult=0.1), "reference_points": dict(lr_mult=0.1)}
     ),
-)
-param_scheduler = [
-    dict(type="LinearLR", start_factor=0.01, by_epoch=False, begin=0, end=30),
-    dict(type="CosineAnnealingLR", by_epoch=False, begin=30, end=max_iters, eta_min_ratio=0.01),
-]
-default_hooks = dict(
-    checkpoint=dict(interval=200, max_keep_ckpts=2, save_best="coco/bbox_mAP", rule="greater")
 )

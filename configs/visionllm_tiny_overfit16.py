@@ -3,9 +3,8 @@
 _base_ = ["visionllm_tiny_synthetic.py"]
 
 data_root = "data/overfit16/"
-image_size = 128
 synthetic = dict(
-    out_dir=data_root, num_images=16, image_size=image_size, seed=1, val_fraction=0.0, max_objects=4
+    out_dir=data_root, num_images=16, image_size=_base_.image_size, seed=1, val_fraction=0.0, max_objects=4
 )
 
 model = dict(
@@ -16,56 +15,18 @@ model = dict(
     num_slots=8,
 )
 
-_pipeline_tail = [
-    dict(type="Pad", size=(image_size, image_size), pad_val=dict(img=(114, 114, 114))),
-    dict(
-        type="PackDetInputs",
-        meta_keys=(
-            "img_id",
-            "img_path",
-            "ori_shape",
-            "img_shape",
-            "pad_shape",
-            "scale_factor",
-            "flip",
-            "flip_direction",
-            "instance_attributes",
-        ),
-    ),
+# the very images trained on, without flips (the images are generated at image_size: no resize); the
+# test pipeline is the train pipeline without its annotations
+train_pipeline = [step for step in _base_.train_pipeline if step.type not in ("Resize", "RandomFlip")]
+test_pipeline = [
+    step for step in train_pipeline if step.type not in ("LoadAnnotations", "LoadInstanceAttributes")
 ]
-train_pipeline = [
-    dict(type="LoadImageRGB"),
-    dict(type="LoadAnnotations", with_bbox=True, with_mask=True, poly2mask=False),
-    dict(type="LoadInstanceAttributes"),
-    *_pipeline_tail,
-]
-test_pipeline = [dict(type="LoadImageRGB"), *_pipeline_tail]
-_dataset = dict(
-    type="VisionLLMCocoDataset",
-    data_root=data_root,
-    ann_file="annotations/instances_train.json",
-    data_prefix=dict(img="images/"),
-)
-train_dataloader = dict(
-    batch_size=8, num_workers=0, persistent_workers=False, dataset=dict(_dataset, pipeline=train_pipeline)
-)
-val_dataloader = dict(
-    batch_size=8,
-    num_workers=0,
-    persistent_workers=False,
-    dataset=dict(_dataset, test_mode=True, pipeline=test_pipeline),
-)
+__loader = dict(num_workers=0, persistent_workers=False)
+__dataset = dict(data_root=data_root, ann_file="annotations/instances_train.json")
+train_dataloader = dict(**__loader, dataset=dict(**__dataset, pipeline=train_pipeline))
+val_dataloader = dict(**__loader, dataset=dict(**__dataset, pipeline=test_pipeline))
 test_dataloader = val_dataloader
-val_evaluator = dict(
-    type="CocoMetric", ann_file=data_root + "annotations/instances_train.json", metric=["bbox", "segm"]
-)
+val_evaluator = dict(ann_file=data_root + "annotations/instances_train.json")
 test_evaluator = val_evaluator
 
-max_iters = 600
-train_cfg = dict(type="IterBasedTrainLoop", max_iters=max_iters, val_interval=max_iters)
-optim_wrapper = dict(optimizer=dict(lr=2e-3, weight_decay=0.0))
-param_scheduler = [
-    dict(type="LinearLR", start_factor=0.01, by_epoch=False, begin=0, end=30),
-    dict(type="CosineAnnealingLR", by_epoch=False, begin=30, end=max_iters, eta_min_ratio=0.01),
-]
-default_hooks = dict(checkpoint=dict(interval=max_iters, max_keep_ckpts=1), logger=dict(interval=50))
+default_hooks = dict(checkpoint=dict(interval=_base_.max_iters, max_keep_ckpts=1), logger=dict(interval=50))

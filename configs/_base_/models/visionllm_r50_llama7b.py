@@ -13,24 +13,16 @@
 #   model.image_tokenizer.backbone.checkpoint    a local timm state dict for the backbone's features
 #   model.image_tokenizer.text_encoder.path      'minilm' = the packaged MiniLM-L6 (384-d); any local
 #                                                transformers encoder directory works
+_base_ = ["visionllm.py"]
+
 model = dict(
-    type="VisionLLM",
-    data_preprocessor=dict(
-        type="DetDataPreprocessor",
-        mean=[123.675, 116.28, 103.53],
-        std=[58.395, 57.12, 57.375],
-        bgr_to_rgb=True,
-        pad_size_divisor=32,
-    ),
     image_tokenizer=dict(
         backbone=dict(model_name="resnet50", out_indices=(2, 3, 4), checkpoint=None),  # strides 8, 16, 32
-        text_encoder=dict(path="minilm"),
         embed_dims=256,
         num_queries=128,
         num_heads=8,
         num_encoder_layers=6,
         num_decoder_layers=6,
-        num_points=4,
     ),
     llm=dict(
         path=None,
@@ -54,11 +46,6 @@ model = dict(
         gradient_checkpointing=True,
         dtype="bfloat16",
     ),
-    tasks=dict(detect=dict(weight=1.0), segment=dict(weight=1.0, num_points=16)),
-    eval_task="segment",
     num_slots=100,  # COCO evaluation keeps up to 100 detections per image
-    train_modes=("parallel", "autoregressive"),
-    decode_mode="parallel",
     max_objects=100,
-    token_loss=dict(),  # Deformable DETR's set loss on the visual tokens; they seed the slots
 )

@@ -1,23 +1,18 @@
-# Full-scale schedule: AdamW in a plain mmengine OptimWrapper (DeepSpeed configs are separate), linear
-# warm-up then cosine decay, gradients clipped. Sized for 8 GPUs x 2 images: 90k iterations ~ 12 COCO epochs.
+# Full-scale schedule: adamw_iters.py's AdamW at 2e-4 (plain mmengine OptimWrapper; DeepSpeed configs are
+# separate), linear warm-up then cosine decay. Sized for 8 GPUs x 2 images: 90k iterations ~ 12 COCO epochs.
 # The LLM's frozen weights are bf16 (model.llm.dtype); its LoRA and task-token rows train in fp32.
+_base_ = ["adamw_iters.py"]
+
 max_iters = 90000
 val_interval = 10000
-train_cfg = dict(type="IterBasedTrainLoop", max_iters=max_iters, val_interval=val_interval)
-val_cfg = dict(type="ValLoop")
-test_cfg = dict(type="TestLoop")
-
+train_cfg = dict(max_iters=max_iters, val_interval=val_interval)
 optim_wrapper = dict(
-    type="OptimWrapper",
-    optimizer=dict(type="AdamW", lr=2e-4, weight_decay=0.05, betas=(0.9, 0.999), fused=True),
-    clip_grad=dict(max_norm=1.0, norm_type=2),
+    optimizer=dict(lr=2e-4, betas=(0.9, 0.999)),
     # a backbone initialised from `checkpoint` learns slower than the freshly initialised rest
-    paramwise_cfg=dict(
-        norm_decay_mult=0.0, bias_decay_mult=0.0, custom_keys={"image_tokenizer.backbone": dict(lr_mult=0.1)}
-    ),
+    paramwise_cfg=dict(custom_keys={"image_tokenizer.backbone": dict(lr_mult=0.1)}),
 )
 param_scheduler = [
     dict(type="LinearLR", start_factor=0.001, by_epoch=False, begin=0, end=1000),
     dict(type="CosineAnnealingLR", by_epoch=False, begin=1000, end=max_iters, eta_min_ratio=0.01),
 ]
-auto_scale_lr = dict(enable=False, base_batch_size=16)
+auto_scale_lr = dict(base_batch_size=16)
