@@ -219,11 +219,6 @@ def test_mmcv_deform_attn_flags_route_to_pytorch():
 # ------------------------------------------------------------------------ the list is complete
 
 
-#: Files that still reach a private mmengine name directly, switched over by the session editing them.
-#: Remove an entry once its file imports from visionllm.mmengine_private (the test then insists).
-NOT_YET_SWITCHED = {"visionllm/apis/inference.py": {"_load_checkpoint", "_load_checkpoint_to_model"}}
-
-
 def project_files() -> list[Path]:
     files = [*sorted((REPO / "visionllm").rglob("*.py"))]
     for folder in ("tools", "bench"):
@@ -257,13 +252,8 @@ def test_no_private_name_is_used_outside_the_list():
     for path in project_files():
         relative = path.relative_to(REPO).as_posix()
         uses = private_uses(path)
-        pending = NOT_YET_SWITCHED.get(relative, set())
-        if pending:
-            assert pending <= uses, (
-                f"{relative} no longer uses {sorted(pending - uses)} directly: drop it from NOT_YET_SWITCHED"
-            )
-        if uses - pending:
-            offenders[relative] = sorted(uses - pending)
+        if uses:
+            offenders[relative] = sorted(uses)
     assert not offenders, (
         f"private mmengine/mmdet/mmcv names used outside visionllm/mmengine_private.py: {offenders}; "
         "re-export or wrap them there, list them in PRIVATE_APIS and import them from there"

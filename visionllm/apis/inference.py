@@ -24,12 +24,12 @@ from mmdet.utils import get_test_pipeline_cfg
 from mmdet.utils.misc import IMG_EXTENSIONS
 from mmengine.config import Config
 from mmengine.dataset import Compose, pseudo_collate
-from mmengine.runner.checkpoint import _load_checkpoint, _load_checkpoint_to_model
 from PIL import Image, ImageOps
 
 from visionllm.data.loading import read_rgb
 from visionllm.engine.checkpoint import restore_pretrained_frozen
 from visionllm.instructions import resolve_instruction
+from visionllm.mmengine_private import _load_checkpoint, _load_checkpoint_to_model
 from visionllm.models.visionllm import VisionLLM
 from visionllm.registry import MODELS, TRANSFORMS, register_all_modules
 from visionllm.structures import ObjectPrediction, Prediction  # noqa: F401  (re-exported)

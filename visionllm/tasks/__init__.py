@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from visionllm.tasks.base import (
+    TASKS,
     DetectedObject,
     Geometry,
     ImageAnnotations,
@@ -12,24 +13,30 @@ from visionllm.tasks.base import (
     ParseResult,
     Request,
     Task,
+    register_task,
 )
-from visionllm.tasks.detection import DetectionTask
-from visionllm.tasks.grounding import GroundingAccuracy, GroundingTask, NoReferentError, ReferringExpression
-from visionllm.tasks.segmentation import SegmentationTask
 from visionllm.vocab import TaskVocab
 
-#: Canonical task name -> class. Free-form instructions are matched against these tasks.
-TASKS: dict[str, type[Task]] = {task.name: task for task in (DetectionTask, SegmentationTask, GroundingTask)}
+# isort: split
+# Importing a task module registers its task; this order (detect, segment, ground) is the order in
+# which tasks are listed (docs, error messages).
+from visionllm.tasks.detection import DetectionTask  # isort: split
+
+from visionllm.tasks.segmentation import SegmentationTask  # isort: split
+
+from visionllm.tasks.grounding import GroundingAccuracy, GroundingTask, NoReferentError, ReferringExpression
+
+#: The built-in tasks (every registered task is in ``TASKS``).
 SUPPORTED_TASKS: tuple[str, ...] = tuple(TASKS)
-_ALIASES = {alias: task.name for task in TASKS.values() for alias in (task.name, *task.synonyms)}
 
 
 def canonical_task_name(name: str) -> str:
     """``"detection"``, ``"instance_segmentation"``, ... -> ``"detect"``, ``"segment"``, ..."""
     key = name.strip().lower().replace("-", "_").replace(" ", "_")
-    if key not in _ALIASES:
-        raise ValueError(f"unknown task {name!r}; supported tasks: {', '.join(SUPPORTED_TASKS)}")
-    return _ALIASES[key]
+    aliases = {alias: task.name for task in TASKS.values() for alias in (task.name, *task.synonyms)}
+    if key not in aliases:
+        raise ValueError(f"unknown task {name!r}; supported tasks: {', '.join(TASKS)}")
+    return aliases[key]
 
 
 def task_class(name: str) -> type[Task]:
@@ -62,5 +69,6 @@ __all__ = [
     "Task",
     "build_task",
     "canonical_task_name",
+    "register_task",
     "task_class",
 ]

@@ -25,13 +25,14 @@ import operator
 import re
 from abc import ABC, abstractmethod
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
+from visionllm.tasks.wording import class_names, object_segment
 from visionllm.vocab import POINT, REGION, TASK_TOKEN_PATTERN, TaskVocab
 
 Box = tuple[float, float, float, float]
@@ -207,12 +208,28 @@ def _as_int(token: Any) -> int | None:
         return None
 
 
+#: A free-form instruction cue: lower-cased text -> a match (its end is where the names begin) or None.
+Cue = Callable[[str], "re.Match[str] | None"]
+
+
 class Task(ABC):
-    """One vision task defined in language: instructions, targets, grammar, parser."""
+    """One vision task defined in language: templates, instruction cues, targets, grammar, parser.
+
+    A new task is one module: subclass this, fill in the class attributes and abstract methods, and
+    decorate the class with :func:`register_task`; models build it by name and free-form
+    instructions reach it through its ``cues``.
+    """
 
     name: ClassVar[str]
     synonyms: ClassVar[tuple[str, ...]] = ()
+    #: The COCO metric types its predictions are scored with (``bbox``, ``segm``); () = none.
     iou_types: ClassVar[tuple[str, ...]] = ()
+    #: ``(priority, cue)`` pairs: the resolver tries the cues of every registered task, lowest priority
+    #: first, and the first that matches picks the task (``visionllm.instructions``).
+    cues: ClassVar[tuple[tuple[int, Cue], ...]] = ()
+    #: What an instruction names for this task: ``"classes"`` (a class list) or ``"phrase"`` (one
+    #: referring expression, the request's only class).
+    names_kind: ClassVar[str] = "classes"
     #: Training paraphrases; ``{classes}`` / ``{phrase}`` receives the rendered class list.
     templates: ClassVar[tuple[str, ...]]
     #: Appended to every instruction: states the output format with the format tokens.
@@ -256,6 +273,12 @@ class Task(ABC):
             text=self.render_text(classes, template_index),
             target_indices=tuple(int(i) for i in target_indices),
         )
+
+    @classmethod
+    def names_from_text(cls, text: str, cue_end: int, known_classes: Sequence[str] | None) -> list[str]:
+        """The class list a free-form instruction (lower-cased) names after its cue, which ends at
+        ``cue_end``; "everything" means ``known_classes``. Tasks that read a phrase override this."""
+        return class_names(object_segment(text, cue_end), known_classes)
 
     def request_for_eval(self, dataset_classes: Sequence[str]) -> Request:
         """The deterministic evaluation instruction: first template, classes in dataset order."""
@@ -398,3 +421,20 @@ class Task(ABC):
         if isinstance(geometry, str):
             return geometry
         return DetectedObject(class_index, geometry.box, score, geometry.polygon)
+
+
+#: Canonical task name -> class, filled by :func:`register_task`.
+TASKS: dict[str, type[Task]] = {}
+
+
+def register_task(task: type[Task]) -> type[Task]:
+    """Class decorator: make ``task`` buildable by its name and synonyms and reachable from free-form
+    instructions. A name or synonym that another task already uses is an error."""
+    taken = {alias: name for name, other in TASKS.items() for alias in (name, *other.synonyms)}
+    for alias in (task.name, *task.synonyms):
+        if taken.get(alias, task.name) != task.name:
+            raise ValueError(f"task name {alias!r} of {task.__name__} is already used by {taken[alias]!r}")
+    if task.names_kind not in ("classes", "phrase"):
+        raise ValueError(f"{task.__name__}.names_kind must be 'classes' or 'phrase', not {task.names_kind!r}")
+    TASKS[task.name] = task
+    return task

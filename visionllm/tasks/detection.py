@@ -18,12 +18,13 @@ Training class lists (``sample_request``), drawn so the model has to read the li
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import ClassVar
 
 import numpy as np
 
-from visionllm.tasks.base import Geometry, ImageAnnotations, Request, Task
+from visionllm.tasks.base import Cue, Geometry, ImageAnnotations, Request, Task, register_task
 from visionllm.vocab import TaskVocab
 
 FULL_LIST_PROB = 0.2
@@ -58,10 +59,19 @@ def sample_class_list(
     return [dataset_classes[chosen[i]] for i in order]
 
 
+#: Free-form detection requests: "detect ...", "find the cups", "where are the dogs", "box each ...".
+DETECT_CUE = re.compile(
+    r"\b(?:detect\w*|find|locate|locali[sz]\w*|box(?:es)?|bounding|spot|identify|where\s+are"
+    r"|show(?:\s+me)?|look\s+for|search\s+for|count)\b"
+)
+
+
+@register_task
 class DetectionTask(Task):
     name = "detect"
     synonyms = ("detection", "det", "bbox", "object_detection")
     iou_types = ("bbox",)
+    cues: ClassVar[tuple[tuple[int, Cue], ...]] = ((30, DETECT_CUE.search),)
     templates: ClassVar[tuple[str, ...]] = (
         "Detect all objects of the categories {classes} in the image.",
         "Find every instance of {classes} in this image.",

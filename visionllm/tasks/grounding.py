@@ -21,6 +21,7 @@ IoU >= 0.5 with the target box.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import combinations
@@ -30,14 +31,49 @@ import numpy as np
 from mmengine.evaluator import BaseMetric
 
 from visionllm.registry import METRICS
-from visionllm.tasks.base import DetectedObject, ImageAnnotations, Request
-from visionllm.tasks.detection import DetectionTask
+from visionllm.tasks.base import Cue, DetectedObject, ImageAnnotations, Request, register_task
+from visionllm.tasks.detection import DETECT_CUE, DetectionTask
+from visionllm.tasks.wording import is_definite_singular, object_segment
 from visionllm.vocab import TaskVocab
 
 #: Attributes used in phrases, in English adjective order ("the large red circle").
 PHRASE_ATTRIBUTES = ("size", "color")
 #: Position qualifiers: (words, box-centre axis, +1 when the extreme is the largest value).
 POSITIONS = (("on the left", 0, -1), ("on the right", 0, 1), ("at the top", 1, -1), ("at the bottom", 1, 1))
+
+#: Free-form grounding questions: "where is ...", "which one is ...", "point to ...", "ground ...".
+GROUND_CUE = re.compile(
+    r"^(?:please\s+)?(?:where\s+(?:is|'s)|which\s+(?:one|object)\s+is|point\s+(?:to|at|out))\b"
+    r"|^ground\b|\brefer(?:s|ring)?\s+to\b"
+)
+#: Detection verbs that ask for one object when followed by a definite singular phrase.
+REFERRING_VERBS = re.compile(r"^(?:find|locate|show(?:\s+me)?|look\s+for|search\s+for)$")
+_GROUND_LEAD = re.compile(
+    r"^(?:(?:please|can\s+you|could\s+you)\s+)*"
+    r"(?:where\s+(?:is|'s)|which\s+(?:one|object)\s+is|point\s+(?:to|at|out)|find|locate|show(?:\s+me)?"
+    r"|look\s+for|search\s+for|ground(?:\s+the\s+(?:phrase|expression))?"
+    r"|give\s+(?:me\s+)?the\s+(?:bounding\s+)?box\s+(?:of|for|around)|box)\s+"
+)
+_GROUND_TRAIL = re.compile(r"\s+(?:(?:in|on|from)\s+(?:the|this)\s+(?:image|picture|photo)|please)$")
+
+
+def referring_request(text: str) -> re.Match | None:
+    """A detection verb, then one definite, singular noun phrase ("find the man in the red shirt")."""
+    match = DETECT_CUE.search(text)
+    if (
+        match
+        and REFERRING_VERBS.match(match.group(0))
+        and is_definite_singular(object_segment(text, match.end()))
+    ):
+        return match
+    return None
+
+
+def phrase_from_text(text: str) -> str:
+    """``"where is the man in the red shirt?"`` -> ``"the man in the red shirt"``."""
+    phrase = text.strip().rstrip("?.! ")
+    phrase = _GROUND_LEAD.sub("", phrase, count=1)
+    return _GROUND_TRAIL.sub("", phrase).strip()
 
 
 @dataclass(frozen=True)
@@ -50,10 +86,14 @@ class NoReferentError(ValueError):
     """Raised when no instance of an image can be described unambiguously."""
 
 
+@register_task
 class GroundingTask(DetectionTask):
     name = "ground"
     synonyms = ("grounding", "visual_grounding", "refer", "referring", "rec")
     iou_types = ()
+    #: questions first; a referring "find the ..." after segmentation's cue and before detection's
+    cues: ClassVar[tuple[tuple[int, Cue], ...]] = ((10, GROUND_CUE.search), (25, referring_request))
+    names_kind = "phrase"
     templates: ClassVar[tuple[str, ...]] = (
         "Find {phrase} in the image.",
         "Where is {phrase}?",
@@ -66,6 +106,12 @@ class GroundingTask(DetectionTask):
     )
     answer_format = "Answer with the reference <cls> and the box <x1> <y1> <x2> <y2>."
     example_instruction = "where is the man in the red shirt?"
+
+    @classmethod
+    def names_from_text(cls, text: str, cue_end: int, known_classes: Sequence[str] | None) -> list[str]:
+        """The referring phrase: the instruction without its lead ("where is") and trail ("please")."""
+        phrase = phrase_from_text(text)
+        return [phrase] if phrase else []
 
     def __init__(self, vocab: TaskVocab, position_margin: float = 0.05) -> None:
         super().__init__(vocab)

@@ -16,16 +16,19 @@ detection task's.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import ClassVar
 
 import numpy as np
 
-from visionllm.tasks.base import Geometry, ImageAnnotations
+from visionllm.tasks.base import Cue, Geometry, ImageAnnotations, register_task
 from visionllm.tasks.detection import FULL_LIST_PROB, DetectionTask
 from visionllm.vocab import TaskVocab
 
 DEFAULT_NUM_POINTS = 16
+#: Free-form segmentation requests: "segment ...", "masks of ...", "outline ...", "contours".
+SEGMENT_CUE = re.compile(r"\b(?:segment\w*|masks?|outlin\w*|contours?|polygons?|silhouettes?|delineat\w*)\b")
 
 
 def signed_area(points: np.ndarray) -> float:
@@ -64,10 +67,13 @@ def resample_polygon(points: np.ndarray, num_points: int) -> np.ndarray | None:
     return closed[edge] + fraction * (closed[edge + 1] - closed[edge])
 
 
+@register_task
 class SegmentationTask(DetectionTask):
     name = "segment"
     synonyms = ("segmentation", "instance_segmentation", "seg", "segm", "mask")
     iou_types = ("bbox", "segm")
+    #: before detection's cue: "find the dogs and outline them" asks for shapes
+    cues: ClassVar[tuple[tuple[int, Cue], ...]] = ((20, SEGMENT_CUE.search),)
     templates: ClassVar[tuple[str, ...]] = (
         "Segment all objects of the categories {classes} in the image.",
         "Outline every instance of {classes} in this image with a polygon.",

@@ -1,0 +1,132 @@
+"""Reading free-form instructions: the class list or referring phrase a request names.
+
+Language helpers the task modules' ``names_from_text`` use: class names are singularised
+("knives" -> "knife", "people" -> "person") and, when ``known_classes`` are given, matched against
+them (multi-word names included); unknown names are kept as written, because the class set is
+whatever the instruction says.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+_IRREGULAR_PLURALS = {
+    "people": "person", "persons": "person", "men": "man", "women": "woman", "children": "child",
+    "mice": "mouse", "geese": "goose", "teeth": "tooth", "feet": "foot", "oxen": "ox", "dice": "die",
+    "knives": "knife", "wives": "wife", "lives": "life", "leaves": "leaf", "wolves": "wolf",
+    "shelves": "shelf", "halves": "half", "calves": "calf", "loaves": "loaf", "thieves": "thief",
+    "scarves": "scarf", "cacti": "cactus", "fungi": "fungus", "buses": "bus", "potatoes": "potato",
+    "tomatoes": "tomato", "heroes": "hero", "mangoes": "mango", "volcanoes": "volcano", "echoes": "echo",
+}  # fmt: skip
+_UNINFLECTED = {
+    "sheep", "deer", "fish", "moose", "bison", "aircraft", "series", "species", "scissors", "skis",
+    "broccoli", "police", "pants", "jeans", "shorts", "trousers", "binoculars", "headphones", "news",
+}  # fmt: skip
+
+_CLAUSE_END = re.compile(
+    r"[;.?!]|\b(?:give|giving|return|output|with|and\s+(?:give|return|output|draw|mark|report))\b"
+    r"|\b(?:in|on|from)\s+(?:the|this)\s+(?:image|picture|photo)\b"
+)
+_LIST_SEPARATOR = re.compile(r",|&|/|\+|\band\b|\bor\b|\bas\s+well\s+as\b|\bplus\b")
+_QUANTIFIER = re.compile(r"\b(?:all|every|each|any|both|some)\b")
+_EVERYTHING = re.compile(
+    r"\b(?:everything|anything|(?:all|every|each)\s+(?:the\s+)?(?:objects?|classes|categories))\b"
+)
+_FILLERS = {
+    "all", "the", "every", "each", "any", "some", "both", "a", "an", "of", "for", "me", "please",
+    "instances", "instance", "objects", "object", "kinds", "types", "following", "categories", "classes",
+}  # fmt: skip
+_PREPOSITIONS = re.compile(
+    r"\b(?:in|on|at|with|near|next|to|behind|under|above|below|wearing|holding|that|who|which|from|of)\b"
+)
+
+
+def singular_candidates(word: str) -> list[str]:
+    """Possible singular forms of ``word``, most likely first (the word itself when not plural)."""
+    word = word.lower()
+    if word in _IRREGULAR_PLURALS:
+        return [_IRREGULAR_PLURALS[word]]
+    if word in _UNINFLECTED:
+        return [word]
+    if word.endswith("men") and len(word) > 3:
+        return [word[:-3] + "man"]
+    if word.endswith("ies"):
+        return [word[:-3] + "y", word[:-1]] if len(word) > 4 else [word[:-1]]
+    if word.endswith("ves"):
+        return [word[:-1], word[:-3] + "f", word[:-3] + "fe"]
+    if word.endswith(("sses", "shes", "ches", "xes")):
+        return [word[:-2], word[:-1]]
+    if word.endswith(("oes", "ses")):
+        return [word[:-1], word[:-2]]
+    if word.endswith("s") and not word.endswith(("ss", "us", "is")):
+        return [word[:-1]]
+    return [word]
+
+
+def singularize(word: str) -> str:
+    """``"knives"`` -> ``"knife"``, ``"people"`` -> ``"person"``, ``"cups"`` -> ``"cup"``."""
+    return singular_candidates(word)[0]
+
+
+def _singularize_name(words: Sequence[str], known: dict[str, str]) -> str | None:
+    """A class name written as ``words`` (head noun last): its known spelling, else None."""
+    head_forms = [words[-1], *singular_candidates(words[-1])]
+    for form in head_forms:
+        name = " ".join([*words[:-1], form])
+        if name in known:
+            return known[name]
+    return None
+
+
+def _strip_fillers(words: list[str]) -> list[str]:
+    while words and words[0] in _FILLERS:
+        words = words[1:]
+    return words
+
+
+def object_segment(text: str, cue_end: int) -> str:
+    """The part of ``text`` after the task cue that names the objects."""
+    rest = text[cue_end:]
+    if ":" in rest:  # "detect the following: cups, knives"
+        rest = rest.split(":", 1)[1]
+    end = _CLAUSE_END.search(rest)
+    return rest[: end.start()] if end else rest
+
+
+def class_names(segment: str, known_classes: Sequence[str] | None) -> list[str]:
+    """Class names listed in ``segment``, singular, in order of first mention."""
+    known = {name.lower(): name for name in known_classes or ()}
+    if _EVERYTHING.search(segment):
+        if not known:
+            raise ValueError("the instruction asks for every object: pass known_classes, or name the classes")
+        return list(known_classes)
+    longest = max((len(name.split()) for name in known), default=1)
+    names: list[str] = []
+    for item in _LIST_SEPARATOR.split(segment):
+        words = _strip_fillers(re.findall(r"[\w'-]+", item))
+        if not words:
+            continue
+        matches, start = [], 0
+        while start < len(words):
+            for length in range(min(longest, len(words) - start), 0, -1):
+                match = _singularize_name(words[start : start + length], known)
+                if match is not None:
+                    matches.append(match)
+                    start += length
+                    break
+            else:
+                start += 1
+        names.extend(matches or [" ".join([*words[:-1], singularize(words[-1])])])
+    return list(dict.fromkeys(names))
+
+
+def is_definite_singular(segment: str) -> bool:
+    """``"the man in the red shirt"``: one definite, singular noun phrase (a referring expression)."""
+    segment = segment.strip()
+    if not re.match(r"(?:the|this|that)\s", segment) or _QUANTIFIER.search(segment):
+        return False
+    if _LIST_SEPARATOR.search(segment):
+        return False
+    head_words = re.findall(r"[\w'-]+", _PREPOSITIONS.split(segment, maxsplit=1)[0])
+    return len(head_words) > 1 and singularize(head_words[-1]) == head_words[-1]
