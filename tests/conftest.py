@@ -6,6 +6,10 @@ import pytest
 
 import visionllm  # noqa: F401  (platform fixes before any test imports torchvision / mmcv)
 
+# isort: split
+import torch
+from mmengine.model import BaseModel
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
@@ -24,3 +28,15 @@ def coco128(shared_data: Path) -> Path:
     if not (root / "annotations" / "instances_train2017.json").is_file():
         pytest.skip(f"{root} is absent")
     return root
+
+
+class ToyModel(BaseModel):
+    """A one-layer mmengine model for Runner tests: ``loss`` is the squared error to ``targets``."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(2, 1)
+
+    def forward(self, inputs, targets=None, mode="tensor"):
+        out = self.linear(inputs)
+        return {"loss": ((out - targets) ** 2).mean()} if mode == "loss" else out

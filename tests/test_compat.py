@@ -10,6 +10,7 @@ import pytest
 import torch
 from mmengine.logging import HistoryBuffer
 
+from tests.conftest import ToyModel
 from visionllm.compat import mmcv_has_compiled_ops
 
 REPO = Path(__file__).resolve().parents[1]
@@ -96,17 +97,7 @@ def test_objects_outside_the_allow_list_are_refused(tmp_path, payload, reason):
 
 def test_runner_checkpoint_resumes(tmp_path):
     """A real mmengine Runner saves after 2 iterations; a new Runner resumes from it (weights_only load)."""
-    from mmengine.model import BaseModel
     from mmengine.runner import Runner
-
-    class ToyModel(BaseModel):
-        def __init__(self):
-            super().__init__()
-            self.linear = torch.nn.Linear(2, 1)
-
-        def forward(self, inputs, targets=None, mode="tensor"):
-            out = self.linear(inputs)
-            return {"loss": ((out - targets) ** 2).mean()} if mode == "loss" else out
 
     dataset = [dict(inputs=torch.full((2,), float(i)), targets=torch.tensor([float(i)])) for i in range(8)]
 

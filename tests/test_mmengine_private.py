@@ -20,10 +20,10 @@ import torch
 from mmengine.dataset import BaseDataset
 from mmengine.hooks import Hook
 from mmengine.logging import HistoryBuffer
-from mmengine.model import BaseModel
 from mmengine.runner import Runner
 
 import visionllm
+from tests.conftest import ToyModel
 from visionllm import mmengine_private as private
 from visionllm.compat import mmcv_has_compiled_ops
 
@@ -118,16 +118,6 @@ def test_overridden_private_methods_are_still_called(owner, name, caller, call):
     assert re.search(rf"self\.{name}\([^)]*{re.escape(call)}", source), changed(
         entry, f"{owner}.{caller} no longer calls self.{name}(..., {call}), so our override would not run"
     )
-
-
-class ToyModel(BaseModel):
-    def __init__(self):
-        super().__init__()
-        self.linear = torch.nn.Linear(2, 1)
-
-    def forward(self, inputs, targets=None, mode="tensor"):
-        out = self.linear(inputs)
-        return {"loss": ((out - targets) ** 2).mean()} if mode == "loss" else out
 
 
 class EndAfterSecondIteration(Hook):

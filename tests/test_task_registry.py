@@ -39,12 +39,7 @@ class CentreTask(Task):
     ) -> Request:
         return self.build_request(list(dataset_classes))
 
-    def select_instances(
-        self, request: Request, annotations: ImageAnnotations, dataset_classes: Sequence[str]
-    ) -> list[tuple[int, int]]:
-        position = {name: k for k, name in enumerate(request.classes)}
-        names = [dataset_classes[label] for label in annotations.labels]
-        return [(i, position[name]) for i, name in enumerate(names) if name in position]
+    select_instances = DetectionTask.select_instances  # the instances of the requested classes
 
     def instance_geometry(self, annotations: ImageAnnotations, index: int) -> tuple[np.ndarray, np.ndarray]:
         box = annotations.boxes[index]
