@@ -191,6 +191,5 @@ def test_cli_reports_an_unsupported_instruction(
     checkpoint: Path, image_dir: Path, capsys: pytest.CaptureFixture
 ) -> None:
     arguments = ["predict", str(image_dir), "--config", str(CONFIG), "--checkpoint", str(checkpoint)]
-    with pytest.raises(SystemExit) as exit_info:
-        main([*arguments, "--instruction", "tell me a joke"])
-    assert exit_info.value.code == 2 and "cannot tell which task" in capsys.readouterr().err
+    assert main([*arguments, "--instruction", "tell me a joke"]) == 2
+    assert capsys.readouterr().err.startswith("visionllm: error: cannot tell which task")

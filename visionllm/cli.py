@@ -7,23 +7,65 @@ visionllm predict IMAGES... --config C --checkpoint K [--instruction "find all c
 IMAGES are files and/or folders (their image files). Writes ``D/predictions.json`` (a COCO-style list:
 ``file_name``, ``image_id`` (the image's position in the input), ``category_name``, ``bbox`` xywh,
 ``score``, and RLE ``segmentation`` for segmentation requests) and ``D/<image stem>.png`` drawings,
-and prints one line per image. ``tools/predict.py`` is the same command.
+and prints one line per image. An unreadable image is skipped with a warning naming it; the others
+are written, and the exit code is 1 when any was skipped. ``tools/predict.py`` is the same command.
+
+Every command reports a user error (a bad file, field or argument) as one line naming it and exits
+with 2; ``--debug`` (or ``VISIONLLM_DEBUG=1``) shows the traceback instead.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import pickle
+import sys
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
 
 from visionllm.apis import Prediction, Predictor, draw_predictions, list_images
+from visionllm.apis.inference import UnreadableImageError
 from visionllm.evaluation.results import prediction_to_coco
 from visionllm.fileio import write_json_atomic
 from visionllm.models.visionllm import DECODE_MODES
+
+#: What a command-line user can cause and fix: a missing or malformed file, a bad field, argument or
+#: instruction (the code raises these with a message that names the culprit), or a config with a typo.
+USER_ERRORS = (ValueError, OSError, SyntaxError, pickle.UnpicklingError)
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def add_debug_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--debug", action="store_true", help="show the traceback of an error (also VISIONLLM_DEBUG=1)"
+    )
+
+
+def run_command(
+    main: Callable[[Sequence[str]], int | None], prog: str, argv: Sequence[str] | None = None
+) -> int:
+    """Run a command-line entry point and return its exit code: a user error (``USER_ERRORS``) prints
+    ``prog: error: <message>`` on stderr and returns 2, without a traceback unless ``--debug`` is among
+    the arguments or ``VISIONLLM_DEBUG`` is set (then it propagates)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get("VISIONLLM_DEBUG", "") not in ("", "0")
+    try:
+        return main(argv) or 0
+    except USER_ERRORS as error:
+        if debug:
+            raise
+        print(f"{prog}: error: {error}", file=sys.stderr)
+        return 2
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,38 +87,68 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--decode", choices=DECODE_MODES, help="default: the config's")
     predict.add_argument("--out-dir", default="predictions", help="where the JSON and drawings go")
     predict.add_argument("--score-thr", type=float, default=0.3, help="leave out objects scoring less")
-    predict.add_argument("--batch-size", type=int, default=1)
+    predict.add_argument("--batch-size", type=positive_int, default=1)
     predict.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    add_debug_flag(predict)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``visionllm`` console script (``argv`` defaults to ``sys.argv[1:]``)."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    return run_command(_main, "visionllm", argv)
+
+
+def _main(argv: Sequence[str]) -> int:
+    args = build_parser().parse_args(argv)
+    return predict_command(args)
+
+
+def predict_command(args: argparse.Namespace) -> int:
+    """``visionllm predict``: predictions.json and a drawing per readable image; 1 if any was skipped."""
+    images = list_images(args.images)
     predictor = Predictor.from_checkpoint(args.config, args.checkpoint, device=args.device)
-    try:
-        images = list_images(args.images)
-        request = predictor.resolve(
-            args.instruction, task=args.task, classes=args.classes, phrase=args.phrase
-        )
-    except ValueError as error:
-        parser.exit(2, f"visionllm predict: error: {error}\n")
-    predictions = predictor.predict(
-        images, request, decode=args.decode, score_thr=args.score_thr, batch_size=args.batch_size
-    )
+    request = predictor.resolve(args.instruction, task=args.task, classes=args.classes, phrase=args.phrase)
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    entries = []
-    for image_id, (image, prediction, stem) in enumerate(zip(images, predictions, _unique_stems(images))):
-        entries += [
-            {"file_name": prediction.file_name, **entry} for entry in prediction_to_coco(prediction, image_id)
-        ]
-        draw_predictions(image, prediction, out_dir / f"{stem}.png")
-        print(summary_line(prediction))
+    stems = dict(zip(map(str, images), _unique_stems(images)))
+    entries, skipped, drawn = [], [], 0
+    for start in range(0, len(images), args.batch_size):
+        batch = images[start : start + args.batch_size]
+        predicted, failed = _predict_readable(predictor, batch, request, args)
+        skipped += failed
+        for image, prediction in predicted:
+            image_id = images.index(image)
+            entries += [
+                {"file_name": prediction.file_name, **entry}
+                for entry in prediction_to_coco(prediction, image_id)
+            ]
+            draw_predictions(image, prediction, out_dir / f"{stems[str(image)]}.png")
+            drawn += 1
+            print(summary_line(prediction))
     write_json_atomic(entries, out_dir / "predictions.json")
-    print(f"wrote {out_dir / 'predictions.json'} ({len(entries)} objects) and {len(images)} drawings")
+    print(f"wrote {out_dir / 'predictions.json'} ({len(entries)} objects) and {drawn} drawings")
+    if skipped:
+        print(f"skipped {len(skipped)} of {len(images)} images:", *skipped, sep="\n  ", file=sys.stderr)
+        return 1
     return 0
+
+
+def _predict_readable(
+    predictor: Predictor, batch: list, request, args: argparse.Namespace
+) -> tuple[list[tuple[str, Prediction]], list[str]]:
+    """Predict a batch; when an image in it cannot be read, predict the others one by one and return
+    each unreadable one's message (it names the file) instead of failing the run."""
+    try:
+        predictions = predictor.predict(
+            batch, request, decode=args.decode, score_thr=args.score_thr, batch_size=len(batch)
+        )
+        return list(zip(batch, predictions)), []
+    except UnreadableImageError as error:
+        if len(batch) > 1:
+            results = [_predict_readable(predictor, [image], request, args) for image in batch]
+            return [p for done, _ in results for p in done], [m for _, failed in results for m in failed]
+        print(f"warning: skipping {error}", file=sys.stderr)
+        return [], [str(error)]
 
 
 def summary_line(prediction: Prediction) -> str:

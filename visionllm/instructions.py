@@ -92,7 +92,7 @@ def resolve_instruction(
         if not names:
             raise ValueError(f"a {task!r} request needs a phrase, e.g. {task_type.example_instruction!r}")
     elif classes is not None:
-        names = list(classes)
+        names = list(dict.fromkeys(classes))  # a name given twice is asked for once
     elif text:
         names = task_type.names_from_text(text, cue_end, known_classes)
     else:

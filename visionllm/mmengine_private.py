@@ -103,7 +103,7 @@ PRIVATE_APIS: tuple[PrivateAPI, ...] = (
         mmengine_checkpoint,
         "_load_checkpoint",
         "read a checkpoint file (first half of mmengine's load_checkpoint)",
-        ("visionllm/apis/inference.py: Predictor.from_checkpoint",),
+        ("visionllm/fileio.py: read_checkpoint (Predictor.from_checkpoint)",),
         params=("filename", "map_location", "logger"),
     ),
     PrivateAPI(

@@ -26,10 +26,11 @@ from mmengine.config import Config
 from mmengine.dataset import Compose, pseudo_collate
 from PIL import Image, ImageOps
 
-from visionllm.data.loading import read_rgb
+from visionllm.data.loading import UNREADABLE_IMAGE_ERRORS, read_rgb
 from visionllm.engine.checkpoint import restore_pretrained_frozen
+from visionllm.fileio import read_checkpoint
 from visionllm.instructions import resolve_instruction
-from visionllm.mmengine_private import _load_checkpoint, _load_checkpoint_to_model
+from visionllm.mmengine_private import _load_checkpoint_to_model
 from visionllm.models.visionllm import VisionLLM
 from visionllm.registry import MODELS, TRANSFORMS, register_all_modules
 from visionllm.structures import ObjectPrediction, Prediction  # noqa: F401  (re-exported)
@@ -39,6 +40,10 @@ from visionllm.tasks.base import Request
 ImageInput = Union[str, os.PathLike, Image.Image, np.ndarray]
 #: File loaders that the array loader can stand in for (both give BGR unless told otherwise).
 _FILE_LOADERS = ("LoadImageRGB", "LoadImageFromFile", "mmdet.LoadImageFromFile")
+
+
+class UnreadableImageError(ValueError):
+    """An input image file that is missing, corrupt, truncated or too large to decode."""
 
 
 def list_images(images: ImageInput | Sequence[ImageInput]) -> list[ImageInput]:
@@ -61,7 +66,10 @@ def load_rgb(image: ImageInput) -> np.ndarray:
     """An image as (H, W, 3) uint8 RGB pixels: files are read as ``LoadImageRGB`` reads them, PIL
     images are turned upright per their EXIF orientation, arrays are taken as RGB."""
     if isinstance(image, (str, os.PathLike)):
-        return read_rgb(str(image))
+        try:
+            return read_rgb(str(image))
+        except UNREADABLE_IMAGE_ERRORS as error:
+            raise UnreadableImageError(f"{image}: not a readable image ({error})") from error
     if isinstance(image, Image.Image):
         return np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
     if isinstance(image, np.ndarray):
@@ -102,7 +110,7 @@ class Predictor:
         register_all_modules()
         model = MODELS.build(cfg.model)
         # mmengine's load_checkpoint in its two steps, with the left-out frozen weights put back between
-        loaded = _load_checkpoint(str(checkpoint), map_location="cpu", logger="silent")
+        loaded = read_checkpoint(checkpoint)
         restore_pretrained_frozen(model, loaded)
         _load_checkpoint_to_model(model, loaded, strict=True, logger="silent")
         classes = loaded.get("meta", {}).get("dataset_meta", {}).get("classes")
@@ -124,7 +132,12 @@ class Predictor:
         if instruction is None and task is None:
             task = "ground" if phrase else self.model.eval_task
         request = resolve_instruction(
-            instruction, task=task, classes=classes, phrase=phrase, known_classes=self.model.class_names
+            instruction,
+            task=task,
+            classes=classes,
+            phrase=phrase,
+            known_classes=self.model.class_names,
+            max_classes=self.model.vocab.max_classes,
         )
         if request.task not in self.model.tasks:
             raise ValueError(

@@ -14,7 +14,8 @@ from PIL import Image, ImageOps
 from visionllm.registry import TRANSFORMS
 
 #: What PIL and mmengine's file backends raise for missing, corrupt or truncated files.
-_UNREADABLE = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
+#: What reading a missing, corrupt, truncated or oversized image file raises.
+UNREADABLE_IMAGE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 
 
 def read_rgb(path: str, backend_args: dict | None = None) -> np.ndarray:
@@ -58,7 +59,7 @@ class LoadImageRGB(BaseTransform):
         path = results["img_path"]
         try:
             img = read_rgb(path, self.backend_args)
-        except _UNREADABLE as error:
+        except UNREADABLE_IMAGE_ERRORS as error:
             print_log(f"skipping unreadable image {path}: {error!r}", logger="current", level=logging.WARNING)
             return None
         if self.channel_order == "bgr":

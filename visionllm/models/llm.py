@@ -103,6 +103,11 @@ class LanguageModel(nn.Module):
         """The transformer without its LM head (through any peft wrapper)."""
         return self.llm.get_decoder()
 
+    @property
+    def context_length(self) -> int | None:
+        """How many positions the LM was built for (None when its config does not say)."""
+        return getattr(self.decoder.config, "max_position_embeddings", None)
+
     @torch.no_grad()
     def _init_bin_rows(self, llm: PreTrainedModel) -> None:
         first, num_bins = self.vocab.first_id, self.vocab.num_bins  # bins are the first task tokens

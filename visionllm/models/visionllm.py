@@ -159,6 +159,25 @@ class VisionLLM(PretrainedMixin, BaseModel):
             raise ValueError(f"the instruction never writes {missing}: {request.text!r}")
         return LLMQuery(task, request, prompt, [prompt.index(c) for c in classes])
 
+    def _check_context(self, query: LLMQuery, mode: str) -> None:
+        """Refuse a request whose prompt and answer do not fit the LLM's positions: past them a
+        position-embedded LM fails and a rotary one reads positions it never saw (and finds nothing)."""
+        context = self.llm.context_length
+        if context is None:
+            return
+        object_length = query.task.object_length
+        # parallel decoding writes every slot at once; autoregressive decoding needs room for one object
+        answer = self.slot_embed.shape[0] * object_length if mode == "parallel" else object_length + 1
+        needed = len(query.prompt_ids) + answer
+        if needed > context:
+            text = len(query.prompt_ids) - self.image_tokenizer.num_queries
+            raise ValueError(
+                f"the instruction is too long for the LLM: {text} instruction tokens + "
+                f"{self.image_tokenizer.num_queries} visual tokens + {answer} answer positions ({mode}) = "
+                f"{needed} positions, but the LLM has {context}; shorten the instruction or split its "
+                f"{len(query.request.classes)} classes over several requests"
+            )
+
     def _annotations(self, sample: DetDataSample) -> ImageAnnotations:
         gt = sample.gt_instances
         boxes = gt.bboxes.tensor if hasattr(gt.bboxes, "tensor") else gt.bboxes
@@ -413,6 +432,9 @@ class VisionLLM(PretrainedMixin, BaseModel):
         mode = decode_mode or self.decode_mode
         check_decode_mode(mode, self.token_loss is not None)
         queries = [self._query(self.tasks[request.task], request) for request in requests]
+        if mode != "tokens":  # the tokens decoder reads no prompt
+            for query in queries:
+                self._check_context(query, mode)
         tokens = self.image_tokenizer(inputs, [q.request.plain_text for q in queries])  # (B,M,D)
         canvas_sizes = [self._canvas_size(meta) for meta in image_metas]
         if mode == "parallel":

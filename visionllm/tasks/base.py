@@ -65,6 +65,11 @@ class Request:
                 raise ValueError(
                     f"invalid class name {name!r}: it must be non-empty text without task tokens"
                 )
+        repeated = sorted({name for name in self.classes if self.classes.count(name) > 1})
+        if repeated:
+            raise ValueError(
+                f"class names {repeated} are listed more than once: each object would count twice"
+            )
         for placeholder, inputs in ((REGION, self.regions), (POINT, self.points)):
             if self.text.count(placeholder) != len(inputs):
                 raise ValueError(
