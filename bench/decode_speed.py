@@ -14,16 +14,11 @@ steady numbers on a shared machine::
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import platform
-import statistics
-import time
-from collections.abc import Callable
+import sys
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 import visionllm  # noqa: F401  (its platform fixes must run before mmdet / mmcv are imported)
 
@@ -37,7 +32,19 @@ from visionllm.models.visionllm import VisionLLM
 from visionllm.registry import MODELS, register_all_modules
 from visionllm.tasks.base import Request, Task
 
-REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/common.py, also when loaded by file path
+from common import (
+    REPO,
+    add_device,
+    add_object_counts,
+    argument_parser,
+    repeats_per_count,
+    table,
+    timed,
+    timing_row,
+    write_json,
+)
+
 MODES = ("parallel", "autoregressive")
 
 
@@ -73,29 +80,6 @@ def detect_request(model: VisionLLM) -> Request:
     return model.tasks["detect"].request_for_eval(list(CLASSES))
 
 
-def timed(
-    functions: dict[str, Callable[[], Any]], repeats: int, device: torch.device
-) -> tuple[dict[str, list[float]], dict[str, Any]]:
-    """Wall-clock milliseconds of each function over ``repeats`` rounds after a warm-up round, and each
-    one's last result. Every round calls every function once, so drifts in machine load hit all alike."""
-    times: dict[str, list[float]] = {name: [] for name in functions}
-    results: dict[str, Any] = {}
-    for round_index in range(repeats + 1):
-        for name, function in functions.items():
-            _synchronize(device)
-            start = time.perf_counter()
-            results[name] = function()
-            _synchronize(device)
-            if round_index > 0:
-                times[name].append((time.perf_counter() - start) * 1000)
-    return times, results
-
-
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def predict(model: VisionLLM, image: torch.Tensor, mode: str) -> int:
     """Decode the detection request with ``mode``; returns how many objects the decoder produced
     (parsed objects plus those the parser dropped, e.g. degenerate boxes)."""
@@ -119,10 +103,7 @@ def run(config: str, objects: list[int], repeats: list[int], image_size: int, de
         for mode in MODES:
             if results[mode] != count:
                 raise RuntimeError(f"{mode} decoding produced {results[mode]} objects, expected {count}")
-        row: dict[str, Any] = dict(objects=count, repeats=repeat)
-        for name, measured in times.items():
-            row[f"{name}_ms"] = statistics.median(measured)
-            row[f"{name}_all_ms"] = measured
+        row = timing_row(count, repeat, times)
         row["ratio"] = row["autoregressive_ms"] / row["parallel_ms"]
         rows.append(row)
     return dict(
@@ -138,45 +119,29 @@ def run(config: str, objects: list[int], repeats: list[int], image_size: int, de
 
 
 def markdown_table(report: dict) -> str:
-    lines = [
-        "| objects | parallel ms | autoregressive ms | AR / parallel | of which image tokenizer ms |",
-        "|---:|---:|---:|---:|---:|",
-    ]
-    for row in report["results"]:
-        lines.append(
-            f"| {row['objects']} | {row['parallel_ms']:.1f} | {row['autoregressive_ms']:.1f} "
-            f"| {row['ratio']:.1f}x | {row['image_tokenizer_ms']:.1f} |"
-        )
-    return "\n".join(lines)
+    return table(
+        "objects | parallel ms | autoregressive ms | AR / parallel | of which image tokenizer ms",
+        "{objects} | {parallel_ms:.1f} | {autoregressive_ms:.1f} | {ratio:.1f}x | {image_tokenizer_ms:.1f}",
+        report["results"],
+        align="rrrrr",
+    )
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argument_parser(__doc__)
     parser.add_argument("--config", default=str(REPO / "configs/_base_/models/visionllm_tiny.py"))
-    parser.add_argument("--objects", type=int, nargs="+", default=[10, 50, 100])
-    parser.add_argument(
-        "--repeats",
-        type=int,
-        nargs="+",
-        default=[5, 5, 3],
-        help="timed runs per object count (or one for all)",
-    )
+    add_object_counts(parser)
     parser.add_argument("--image-size", type=int, default=256)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    add_device(parser)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--out", type=Path, default=REPO / "bench/results/decode_speed.json")
     args = parser.parse_args(argv)
-    repeats = args.repeats * len(args.objects) if len(args.repeats) == 1 else args.repeats
-    if len(repeats) != len(args.objects):
-        parser.error("give one --repeats value, or one per --objects value")
+    repeats = repeats_per_count(parser, args)
     torch.set_num_threads(args.threads)
     register_all_modules()
     report = run(args.config, args.objects, repeats, args.image_size, torch.device(args.device))
     print(markdown_table(report))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    write_json(args.out, report)
     return report
 
 

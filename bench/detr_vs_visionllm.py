@@ -31,12 +31,9 @@ budgets, evaluation, start-up and the speed part)::
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import platform
-import resource
-import statistics
 import subprocess
 import sys
 import time
@@ -56,24 +53,27 @@ from mmengine.runner import Runner
 from visionllm.engine.launch import prepare_synthetic_data, use_time_budget
 from visionllm.registry import MODELS, register_all_modules
 
-REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/common.py, also when loaded by file path
+import decode_speed
+from common import (
+    REPO,
+    add_object_counts,
+    argument_parser,
+    dash,
+    peak_rss_mib,
+    repeats_per_count,
+    table,
+    timed,
+    timing_row,
+    write_json,
+)
+
 MODELS_UNDER_TEST = {
     "visionllm": REPO / "configs/visionllm_tiny_synthetic.py",
     "deformable_detr": REPO / "configs/deformable_detr_tiny_synthetic.py",
 }
 LABELS = {"visionllm": "VisionLLM (tiny)", "deformable_detr": "Deformable DETR (tiny)"}
 SPEED_COLUMNS = ("parallel", "autoregressive", "deformable_detr")
-
-
-def _load_decode_speed():
-    """``bench/decode_speed.py`` as a module (``bench`` is not a package)."""
-    spec = importlib.util.spec_from_file_location("decode_speed", Path(__file__).with_name("decode_speed.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-decode_speed = _load_decode_speed()
 
 
 # ---------------------------------------------------------------------------------------------- train
@@ -103,12 +103,6 @@ class Stopwatch(Hook):
     def after_val_epoch(self, runner, metrics=None) -> None:
         self.val_end = time.perf_counter()
         self.metrics = {key: float(value) for key, value in (metrics or {}).items()}
-
-
-def peak_rss_mib() -> float:
-    """This process's peak resident set size so far (``ru_maxrss``: KiB on Linux, bytes on macOS)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
 
 
 def train_config(config: Path, work_dir: Path, budget_minutes: float, schedule: str) -> Config:
@@ -215,21 +209,26 @@ def bbox_ratio(results: dict[str, dict]) -> float | None:
 
 
 def train_table(report: dict) -> str:
-    lines = [
-        "| model | params (M) | iterations | images/s | steady images/s | peak RSS (MiB) "
-        "| bbox mAP | AP50 | segm mAP |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for name, row in report["models"].items():
-        metrics = row["metrics"]
-        segm = metrics.get("coco/segm_mAP")
-        steady = row["steady_images_per_s"]
-        lines.append(
-            f"| {LABELS[name]} | {row['params'] / 1e6:.2f} | {row['iterations']} | {row['images_per_s']:.1f} "
-            f"| {'-' if steady is None else f'{steady:.1f}'} | {row['peak_rss_mib']:.0f} "
-            f"| {metrics['coco/bbox_mAP']:.3f} | {metrics['coco/bbox_mAP_50']:.3f} "
-            f"| {'-' if segm is None else f'{segm:.3f}'} |"
+    rows = [
+        dict(
+            row,
+            label=LABELS[name],
+            params_m=row["params"] / 1e6,
+            steady=dash(row["steady_images_per_s"], ".1f"),
+            segm=dash(row["metrics"].get("coco/segm_mAP"), ".3f"),
         )
+        for name, row in report["models"].items()
+    ]
+    lines = [
+        table(
+            "model | params (M) | iterations | images/s | steady images/s | peak RSS (MiB) | bbox mAP | AP50 "
+            "| segm mAP",
+            "{label} | {params_m:.2f} | {iterations} | {images_per_s:.1f} | {steady} | {peak_rss_mib:.0f} "
+            "| {metrics[coco/bbox_mAP]:.3f} | {metrics[coco/bbox_mAP_50]:.3f} | {segm}",
+            rows,
+            align="lrrrrrrrr",
+        )
+    ]
     ratio = report["bbox_mAP_ratio"]
     lines.append("")
     tokens = report["models"]["visionllm"].get("tokens_metrics")
@@ -282,14 +281,11 @@ def run_speed(objects: list[int], repeats: list[int], image_size: int, device: t
         detr = build_detr(MODELS_UNDER_TEST["deformable_detr"], count, device)
         functions = {mode: partial(decode_speed.predict, vllm, image, mode) for mode in decode_speed.MODES}
         functions["deformable_detr"] = partial(detr_predict, detr, image)
-        times, results = decode_speed.timed(functions, repeat, device)
+        times, results = timed(functions, repeat, device)
         for name, produced in results.items():
             if produced != count:
                 raise RuntimeError(f"{name} produced {produced} objects, expected {count}")
-        row: dict[str, Any] = dict(objects=count, repeats=repeat)
-        for name, measured in times.items():
-            row[f"{name}_ms"] = statistics.median(measured)
-            row[f"{name}_all_ms"] = measured
+        row = timing_row(count, repeat, times)
         row["parallel_over_detr"] = row["parallel_ms"] / row["deformable_detr_ms"]
         row["autoregressive_over_detr"] = row["autoregressive_ms"] / row["deformable_detr_ms"]
         row["autoregressive_over_parallel"] = row["autoregressive_ms"] / row["parallel_ms"]
@@ -298,25 +294,19 @@ def run_speed(objects: list[int], repeats: list[int], image_size: int, device: t
 
 
 def speed_table(speed: dict) -> str:
-    lines = [
-        "| objects | VisionLLM parallel ms | VisionLLM autoregressive ms | Deformable DETR ms "
-        "| parallel / DETR | AR / DETR | AR / parallel |",
-        "|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for row in speed["results"]:
-        lines.append(
-            f"| {row['objects']} | {row['parallel_ms']:.1f} | {row['autoregressive_ms']:.1f} "
-            f"| {row['deformable_detr_ms']:.1f} | {row['parallel_over_detr']:.2f}x "
-            f"| {row['autoregressive_over_detr']:.2f}x | {row['autoregressive_over_parallel']:.2f}x |"
-        )
-    return "\n".join(lines)
+    return table(
+        "objects | VisionLLM parallel ms | VisionLLM autoregressive ms | Deformable DETR ms "
+        "| parallel / DETR | AR / DETR | AR / parallel",
+        "{objects} | {parallel_ms:.1f} | {autoregressive_ms:.1f} | {deformable_detr_ms:.1f} "
+        "| {parallel_over_detr:.2f}x | {autoregressive_over_detr:.2f}x | {autoregressive_over_parallel:.2f}x",
+        speed["results"],
+        align="rrrrrrr",
+    )
 
 
 # ----------------------------------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argument_parser(__doc__)
     parser.add_argument("--parts", nargs="+", choices=["train", "speed"], default=["train", "speed"])
     parser.add_argument("--budget-minutes", type=float, default=10.0, help="training wall clock per model")
     parser.add_argument("--schedule", choices=["time", "config"], default="time")
@@ -326,14 +316,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument(
         "--steady-skip", type=int, default=5, help="first iterations left out of the steady images/s"
     )
-    parser.add_argument("--objects", type=int, nargs="+", default=[10, 50, 100])
-    parser.add_argument(
-        "--repeats",
-        type=int,
-        nargs="+",
-        default=[5, 5, 3],
-        help="timed runs per object count (or one for all)",
-    )
+    add_object_counts(parser)
     parser.add_argument("--image-size", type=int, default=128, help="speed part: image side in pixels")
     parser.add_argument("--speed-threads", type=int, default=1, help="speed part: torch CPU threads")
     parser.add_argument("--work-dir", type=Path, default=REPO / "work_dirs/bench_detr_vs_visionllm")
@@ -348,12 +331,10 @@ def main(argv: list[str] | None = None) -> dict:
         result = train_and_evaluate(
             args.worker, args.budget_minutes * 60, args.work_dir / args.worker, args.schedule
         )
-        (args.work_dir / args.worker / "result.json").write_text(json.dumps(result, indent=2) + "\n")
+        write_json(args.work_dir / args.worker / "result.json", result)
         return result
 
-    repeats = args.repeats * len(args.objects) if len(args.repeats) == 1 else args.repeats
-    if len(repeats) != len(args.objects):
-        parser.error("give one --repeats value, or one per --objects value")
+    repeats = repeats_per_count(parser, args)
     report: dict[str, Any] = dict(
         torch=torch.__version__,
         machine=platform.processor() or platform.machine(),
@@ -375,8 +356,7 @@ def main(argv: list[str] | None = None) -> dict:
         report["speed"] = run_speed(args.objects, repeats, args.image_size, torch.device("cpu"))
         print()
         print(speed_table(report["speed"]))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    write_json(args.out, report)
     return report
 
 

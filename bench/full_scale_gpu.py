@@ -61,13 +61,9 @@ Tiny, on CPU (about a minute on 2 cores)::
 
 from __future__ import annotations
 
-import argparse
 import gc
-import importlib.util
-import json
 import os
 import platform
-import resource
 import statistics
 import sys
 import time
@@ -94,7 +90,20 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from visionllm.data.synthetic import CLASSES as SYNTHETIC_CLASSES
 from visionllm.registry import MODELS, register_all_modules
 
-REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/common.py, also when loaded by file path
+import decode_speed
+from common import (
+    REPO,
+    add_device,
+    argument_parser,
+    peak_rss_mib,
+    synchronize,
+    table,
+    timed,
+    timing_row,
+    write_json,
+)
+
 aten = torch.ops.aten
 SDPA_BACKWARD = {
     aten._scaled_dot_product_efficient_attention_backward,
@@ -102,17 +111,6 @@ SDPA_BACKWARD = {
     aten._scaled_dot_product_cudnn_attention_backward,
     aten._scaled_dot_product_flash_attention_for_cpu_backward,
 }
-
-
-def _load_decode_speed():
-    """``bench/decode_speed.py`` as a module (``bench`` is not a package)."""
-    spec = importlib.util.spec_from_file_location("decode_speed", Path(__file__).with_name("decode_speed.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-decode_speed = _load_decode_speed()
 
 
 # ------------------------------------------------------------------------------------------ building
@@ -306,16 +304,6 @@ def analytic_llm_flops(model, calls: list[dict]) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------ measuring
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def peak_rss_mib() -> float:
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
-
-
 def measure_training(
     model, optim_wrapper, inputs, samples, calls: LLMCalls, checkpointing: bool, args, device: torch.device
 ) -> dict[str, Any]:
@@ -325,15 +313,15 @@ def measure_training(
     counted = counted_step(model, optim_wrapper, inputs, samples, args.seed, calls)
     for _ in range(args.warmup):
         train_step(model, optim_wrapper, inputs, samples, args.seed)
-    _synchronize(device)
+    synchronize(device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     times = []
     for _ in range(args.steps):
-        _synchronize(device)
+        synchronize(device)
         start = time.perf_counter()
         train_step(model, optim_wrapper, inputs, samples, args.seed)
-        _synchronize(device)
+        synchronize(device)
         times.append(time.perf_counter() - start)
     step_s = statistics.median(times)
     tokens = sum(c["tokens"] for c in counted["llm_calls"])
@@ -396,14 +384,11 @@ def measure_latency(
             functions = {
                 mode: partial(decode_speed.predict, model, image, mode) for mode in decode_speed.MODES
             }
-            times, results = decode_speed.timed(functions, repeats, device)
+            times, results = timed(functions, repeats, device)
             for mode in decode_speed.MODES:
                 if results[mode] != count:
                     raise RuntimeError(f"{mode} decoding produced {results[mode]} objects, expected {count}")
-            row: dict[str, Any] = dict(objects=count, repeats=repeats)
-            for name, measured in times.items():
-                row[f"{name}_ms"] = statistics.median(measured)
-                row[f"{name}_all_ms"] = measured
+            row = timing_row(count, repeats, times)
             row["ratio"] = row["autoregressive_ms"] / row["parallel_ms"]
             rows.append(row)
     finally:
@@ -414,42 +399,43 @@ def measure_latency(
 # ----------------------------------------------------------------------------------------------- report
 def markdown_tables(report: dict) -> str:
     memory = "peak memory GiB" if report["device"].startswith("cuda") else "peak RSS GiB (process, so far)"
-    lines = [
-        f"| gradient checkpointing | step s | tokens/s | images/s | {memory} | model TFLOP/step "
-        "| TFLOP/s | MFU |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
-    ]
+    training = []
     for row in report["training"]:
+        checkpointing = "on" if row["gradient_checkpointing"] else "off"
         if "error" in row:
-            lines.append(
-                f"| {'on' if row['gradient_checkpointing'] else 'off'} | {row['error']} | | | | | | |"
-            )
+            training.append([checkpointing, row["error"], *[""] * 6])
             continue
-        mem = row.get("peak_memory_gib", row.get("peak_rss_gib"))
-        lines.append(
-            f"| {'on' if row['gradient_checkpointing'] else 'off'} | {row['step_s']:.3f} "
-            f"| {row['tokens_per_s']:.0f} | {row['images_per_s']:.2f} | {mem:.2f} "
-            f"| {row['model_flops'] / 1e12:.3f} | {row['model_flops_per_s'] / 1e12:.2f} | {row['mfu']:.1%} |"
+        memory_gib = row.get("peak_memory_gib", row.get("peak_rss_gib"))
+        tflop, tflop_s = row["model_flops"] / 1e12, row["model_flops_per_s"] / 1e12
+        training.append(
+            dict(row, checkpointing=checkpointing, memory_gib=memory_gib, tflop=tflop, tflop_s=tflop_s)
         )
-    lines += ["", "| objects | parallel ms | autoregressive ms | AR / parallel |", "|---:|---:|---:|---:|"]
-    for row in report["latency"]:
-        if "skipped" in row:
-            lines.append(f"| {row['objects']} | skipped: {row['skipped']} | | |")
-            continue
-        lines.append(
-            f"| {row['objects']} | {row['parallel_ms']:.1f} | {row['autoregressive_ms']:.1f} "
-            f"| {row['ratio']:.1f}x |"
-        )
-    return "\n".join(lines)
+    latency = [
+        [row["objects"], f"skipped: {row['skipped']}", "", ""] if "skipped" in row else row
+        for row in report["latency"]
+    ]
+    training_table = table(
+        f"gradient checkpointing | step s | tokens/s | images/s | {memory} "
+        "| model TFLOP/step | TFLOP/s | MFU",
+        "{checkpointing} | {step_s:.3f} | {tokens_per_s:.0f} | {images_per_s:.2f} | {memory_gib:.2f} "
+        "| {tflop:.3f} | {tflop_s:.2f} | {mfu:.1%}",
+        training,
+        align="lrrrrrrr",
+    )
+    latency_table = table(
+        "objects | parallel ms | autoregressive ms | AR / parallel",
+        "{objects} | {parallel_ms:.1f} | {autoregressive_ms:.1f} | {ratio:.1f}x",
+        latency,
+        align="rrrr",
+    )
+    return training_table + "\n\n" + latency_table
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argument_parser(__doc__)
     parser.add_argument("--config", default=str(REPO / "configs/visionllm_r50_llama7b_coco.py"))
     parser.add_argument("--llm-path", help="a local LLM directory (default: random LLM from the config)")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    add_device(parser)
     parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
     parser.add_argument("--batch-size", type=int, help="default: the config's train batch size")
     parser.add_argument("--image-size", type=int, help="default: the config's image_size")
@@ -540,8 +526,7 @@ def main(argv: list[str] | None = None) -> dict:
     )
     report["total_s"] = time.perf_counter() - start
     print(markdown_tables(report))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    write_json(args.out, report)
     return report
 
 

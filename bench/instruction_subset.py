@@ -27,9 +27,8 @@ without a threshold. Prints a markdown table and writes JSON::
 
 from __future__ import annotations
 
-import argparse
-import json
 import platform
+import sys
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -46,6 +45,9 @@ from visionllm.apis import Prediction, Predictor
 from visionllm.evaluation.results import coco_result
 from visionllm.instructions import resolve_instruction
 from visionllm.tasks.base import Request
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/common.py, also when loaded by file path
+from common import argument_parser, dash, table, write_json
 
 IOU_THRESHOLD = 0.5
 
@@ -201,25 +203,18 @@ def run(
 
 
 def format_table(rows: list[dict]) -> str:
-    lines = [
-        "| request | GT objects | detections | precision | recall | false detections / image | AP50 |",
-        "|---|---:|---:|---:|---:|---:|---:|",
-    ]
-    for r in rows:
-        precision, recall, ap50 = (
-            "-" if v is None else f"{v:.3f}" for v in (r["precision"], r["recall"], r.get("ap50"))
-        )
-        lines.append(
-            f"| {r['scenario']} | {r['ground_truth']} | {r['detections']} | {precision} | "
-            f"{recall} | {r['false_per_image']:.2f} | {ap50} |"
-        )
-    return "\n".join(lines)
+    undefined = ("precision", "recall", "ap50")  # None where nothing was asked, found or scored
+    return table(
+        "request | GT objects | detections | precision | recall | false detections / image | AP50",
+        "{scenario} | {ground_truth} | {detections} | {precision} | {recall} | {false_per_image:.2f} "
+        "| {ap50}",
+        [{**r, **{key: dash(r.get(key), ".3f") for key in undefined}} for r in rows],
+        align="lrrrrrr",
+    )
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argument_parser(__doc__)
     parser.add_argument("config")
     parser.add_argument("checkpoint")
     parser.add_argument("--data-root", type=Path, default=Path("../shared/data/coco128"))
@@ -246,11 +241,10 @@ def main() -> None:
     )
     print(format_table(rows))
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
         meta = dict(config=args.config, checkpoint=str(args.checkpoint), classes=args.classes,
                     score_thr=args.score_thr, max_images=args.max_images,
                     machine=platform.platform())  # fmt: skip
-        args.out.write_text(json.dumps(dict(meta=meta, rows=rows), indent=2) + "\n")
+        write_json(args.out, dict(meta=meta, rows=rows))
 
 
 if __name__ == "__main__":

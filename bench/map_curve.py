@@ -13,9 +13,12 @@ minutes before it (``train_minutes``; validation time excluded)::
 
 from __future__ import annotations
 
-import argparse
 import json
+import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/common.py, also when loaded by file path
+from common import argument_parser, table, write_json
 
 
 def read_curve(work_dir: Path, metric: str) -> list[tuple[float, float, int]]:
@@ -38,20 +41,16 @@ def read_curve(work_dir: Path, metric: str) -> list[tuple[float, float, int]]:
 def format_table(curves: dict[str, list[tuple[float, float, int]]], metric: str) -> str:
     """One row per run; the i-th validation of every run in column i, as ``value (minutes, iteration)``."""
     width = max(len(curve) for curve in curves.values())
-    lines = [
-        "| run | " + " | ".join(f"validation {i + 1}" for i in range(width)) + " |",
-        "|---|" + "---:|" * width,
-    ]
+    rows = []
     for name, curve in curves.items():
         cells = [f"{value:.3f} ({minutes:.1f} min, it {step})" for minutes, value, step in curve]
-        lines.append(f"| {name} | " + " | ".join(cells + [""] * (width - len(cells))) + " |")
-    return f"{metric} after N minutes of training:\n\n" + "\n".join(lines)
+        rows.append([name, *cells, *[""] * (width - len(cells))])
+    header = " | ".join(["run", *(f"validation {i + 1}" for i in range(width))])
+    return f"{metric} after N minutes of training:\n\n" + table(header, "", rows, align="l" + "r" * width)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argument_parser(__doc__)
     parser.add_argument("work_dirs", nargs="+", type=Path)
     parser.add_argument("--metric", default="coco/bbox_mAP")
     parser.add_argument("--out", type=Path, help="also write the curves as JSON")
@@ -59,12 +58,11 @@ def main() -> None:
     curves = {str(work_dir): read_curve(work_dir, args.metric) for work_dir in args.work_dirs}
     print(format_table(curves, args.metric))
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
         rows = {
             name: [dict(train_minutes=m, value=v, iteration=s) for m, v, s in curve]
             for name, curve in curves.items()
         }
-        args.out.write_text(json.dumps(dict(metric=args.metric, curves=rows), indent=2) + "\n")
+        write_json(args.out, dict(metric=args.metric, curves=rows))
 
 
 if __name__ == "__main__":

@@ -16,10 +16,9 @@ Shares are within this run, so they compare across machines where absolute times
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import platform
+import sys
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -34,6 +33,9 @@ from mmengine.runner import Runner
 
 from visionllm.engine.launch import prepare_synthetic_data
 from visionllm.registry import MODELS, register_all_modules
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/common.py, also when loaded by file path
+from common import argument_parser, table, write_json
 
 # model stages timed by forward hooks (inclusive; a module called several times per step adds up)
 STAGES = ("image_tokenizer.backbone", "image_tokenizer.text_encoder", "image_tokenizer", "llm")
@@ -133,16 +135,10 @@ def tables(report: dict) -> str:
     """The phase/stage table and the operator table, as markdown."""
     step_s = sum(report["phase_s"].values())
     stage = report["stage_forward_s"]
-    lines = [
-        f"{report['config']}: batch {report['batch_size']}, {report['threads']} threads, "
-        f"{step_s:.3f} s per step (mean of {report['steps']})",
-        "",
-        "| phase | s / step | share |",
-        "|---|---:|---:|",
-    ]
+    phases = []
 
     def row(name: str, seconds: float) -> None:
-        lines.append(f"| {name} | {seconds:.3f} | {seconds / step_s:.0%} |")
+        phases.append([name, f"{seconds:.3f}", f"{seconds / step_s:.0%}"])
 
     for name, seconds in report["phase_s"].items():
         row(name, seconds)
@@ -154,18 +150,24 @@ def tables(report: dict) -> str:
                 "  forward: rest (requests, targets, matching, priors)",
                 seconds - sum(v for k, v in stage.items() if "." not in k),
             )
-    lines += ["", "| operator (self CPU) | s / step | calls / step | share |", "|---|---:|---:|---:|"]
-    for op in report["operators"]:
-        lines.append(
-            f"| {op['name']} | {op['self_cpu_s']:.3f} | {op['calls']:.0f} | {op['self_cpu_s'] / step_s:.0%} |"
-        )
-    return "\n".join(lines)
+    operators = [dict(op, share=op["self_cpu_s"] / step_s) for op in report["operators"]]
+    return "\n\n".join(
+        [
+            f"{report['config']}: batch {report['batch_size']}, {report['threads']} threads, "
+            f"{step_s:.3f} s per step (mean of {report['steps']})",
+            table("phase | s / step | share", "", phases, align="lrr"),
+            table(
+                "operator (self CPU) | s / step | calls / step | share",
+                "{name} | {self_cpu_s:.3f} | {calls:.0f} | {share:.0%}",
+                operators,
+                align="lrrr",
+            ),
+        ]
+    )
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argument_parser(__doc__)
     parser.add_argument("config", nargs="?", default="configs/visionllm_tiny_synthetic.py")
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)
@@ -178,8 +180,7 @@ def main() -> None:
     report = profile(args.config, args.steps, args.warmup, args.cfg_options)
     print(tables(report))
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=2))
+        write_json(args.out, report)
 
 
 if __name__ == "__main__":
