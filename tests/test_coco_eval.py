@@ -1,6 +1,7 @@
 """COCO evaluation: pycocotools' reference numbers, the CLI, input checking, and mmdet's CocoMetric."""
 
 import json
+import re
 import runpy
 from pathlib import Path
 
@@ -33,8 +34,10 @@ def fake100(shared_data: Path) -> dict:
     }
 
 
-def eval_cli(*argv: str) -> None:
-    runpy.run_path(str(REPO / "tools" / "eval_coco.py"), run_name="eval_coco")["main"](list(argv))
+def eval_cli(*argv: str) -> int:
+    """``tools/eval_coco.py`` in this process: its exit code."""
+    script = runpy.run_path(str(REPO / "tools" / "eval_coco.py"), run_name="eval_coco")
+    return script["run_command"](script["main"], "tools/eval_coco.py", list(argv))
 
 
 @pytest.mark.parametrize("iou_type", ["bbox", "segm"])
@@ -90,15 +93,15 @@ def test_format_stats_table():
         (9, {"category_id": None, "bbox": None}, r"result \[9\]: category_id None"),
     ],
 )
-def test_bad_results_file_names_the_entry(fake100, tmp_path, index, change, message):
+def test_bad_results_file_names_the_entry(fake100, tmp_path, capsys, index, change, message):
     results = json.loads(fake100["bbox"].read_text())
     results[index].update(change)
     bad = tmp_path / "bad_results.json"
     bad.write_text(json.dumps(results))
     with pytest.raises(ValueError, match=r"bad_results\.json: " + message):
         evaluate_coco(fake100["gt"], bad, iou_types=("bbox",))
-    with pytest.raises(SystemExit, match=r"error: .*bad_results\.json: " + message):
-        eval_cli(str(fake100["gt"]), str(bad), "--iou-type", "bbox")
+    assert eval_cli(str(fake100["gt"]), str(bad), "--iou-type", "bbox") == 2
+    assert re.match(r"tools/eval_coco.py: error: .*bad_results\.json: " + message, capsys.readouterr().err)
 
 
 def test_segm_needs_segmentation_and_boxes_come_for_all_or_none(fake100):

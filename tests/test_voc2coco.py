@@ -149,7 +149,8 @@ def test_cli(voc_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> N
     assert [c["name"] for c in coco["categories"]] == ["car", "person"]
     assert "1 images" in capsys.readouterr().out
 
-    with pytest.raises(SystemExit) as exit_info:
-        cli.main([str(voc_root), str(tmp_path / "bad.json"), "--classes", "car"])
-    assert exit_info.value.code == 2
+    assert (
+        cli.run_command(cli.main, "voc2coco", [str(voc_root), str(tmp_path / "bad.json"), "--classes", "car"])
+        == 2
+    )
     assert "000005.xml" in capsys.readouterr().err

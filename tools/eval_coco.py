@@ -8,11 +8,12 @@ from __future__ import annotations
 import argparse
 import sys
 
+from visionllm.cli import add_debug_flag, run_command
 from visionllm.evaluation import evaluate_coco, format_stats_table
 from visionllm.evaluation.coco_eval import IOU_TYPES
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -21,13 +22,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--iou-type", nargs="+", choices=IOU_TYPES, default=list(IOU_TYPES), help="default: both"
     )
+    add_debug_flag(parser)
     args = parser.parse_args(argv)
-    try:
-        stats = evaluate_coco(args.gt_json, args.results_json, tuple(args.iou_type))
-    except (ValueError, OSError) as error:
-        sys.exit(f"error: {error}")
-    print(format_stats_table(stats))
+    print(format_stats_table(evaluate_coco(args.gt_json, args.results_json, tuple(args.iou_type))))
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_command(main, "tools/eval_coco.py"))

@@ -7,15 +7,19 @@ python tools/test.py CONFIG CHECKPOINT [--out results.json] [--show-dir D]
 from __future__ import annotations
 
 import argparse
+import sys
+from collections.abc import Sequence
 
 from mmengine.runner import Runner
 
 import visionllm  # noqa: F401  (platform fixes first)
+from visionllm.cli import add_debug_flag, run_command
 from visionllm.engine.launch import DictAction, load_config, prepare_synthetic_data, setup_distributed
+from visionllm.fileio import check_checkpoint_file
 from visionllm.models.visionllm import DECODE_MODES
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -27,11 +31,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--decode", choices=DECODE_MODES, help="decoder (default: config's)")
     parser.add_argument("--cfg-options", nargs="+", action=DictAction, help="override config keys: k=v ...")
     parser.add_argument("--launcher", choices=["none", "pytorch"], default="none")
-    return parser.parse_args()
+    add_debug_flag(parser)
+    return parser.parse_args(argv)
 
 
-def main() -> None:
-    args = parse_args()
+def main(argv: Sequence[str]) -> None:
+    args = parse_args(argv)
+    check_checkpoint_file(args.checkpoint)
     cfg = load_config(args.config, args.cfg_options, args.work_dir)
     cfg.load_from = args.checkpoint
     if args.decode:
@@ -50,4 +56,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_command(main, "tools/test.py"))
