@@ -40,3 +40,31 @@ class ToyModel(BaseModel):
     def forward(self, inputs, targets=None, mode="tensor"):
         out = self.linear(inputs)
         return {"loss": ((out - targets) ** 2).mean()} if mode == "loss" else out
+
+
+#: The classes of ``tiny_checkpoint``.
+TINY_CLASSES = ["circle", "square", "triangle"]
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An mmengine-style checkpoint of the tiny model (``configs/visionllm_tiny_synthetic.py``) with random
+    weights and ``TINY_CLASSES``.
+
+    The LLM's weights are spread wider than at initialisation so that the object slots decode to
+    distinct, non-degenerate objects (at initialisation they all read out the same location bins).
+    """
+    from mmengine.config import Config
+
+    from visionllm.registry import MODELS, register_all_modules
+
+    register_all_modules()
+    torch.manual_seed(0)
+    model = MODELS.build(Config.fromfile(str(REPO / "configs/_base_/models/visionllm_tiny.py")).model)
+    with torch.no_grad():
+        for parameter in model.llm.parameters():
+            if parameter.ndim >= 2:
+                parameter.normal_(0, 0.1)
+    path = tmp_path_factory.mktemp("checkpoint") / "random.pth"
+    torch.save({"state_dict": model.state_dict(), "meta": {"dataset_meta": {"classes": TINY_CLASSES}}}, path)
+    return path

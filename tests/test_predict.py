@@ -10,39 +10,23 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from mmengine.config import Config
 from PIL import Image, ImageDraw
 from pycocotools import mask as mask_utils
 
+from tests.conftest import TINY_CLASSES as CLASSES
 from visionllm.apis import Prediction, Predictor, draw_predictions
 from visionllm.cli import main
 from visionllm.evaluation import polygons_to_rle, prediction_to_coco
-from visionllm.registry import MODELS, register_all_modules
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs" / "visionllm_tiny_synthetic.py"
-CLASSES = ["circle", "square", "triangle"]
 WIDTH, HEIGHT = 200, 120  # not square, smaller than the 256 model input
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An mmengine-style checkpoint of the tiny model with random weights and a class list.
-
-    The LLM's weights are spread wider than at initialisation so that the object slots decode to
-    distinct, non-degenerate objects (at initialisation they all read out the same location bins).
-    """
-    register_all_modules()
-    torch.manual_seed(0)
-    model = MODELS.build(Config.fromfile(str(REPO / "configs/_base_/models/visionllm_tiny.py")).model)
-    with torch.no_grad():
-        for parameter in model.llm.parameters():
-            if parameter.ndim >= 2:
-                parameter.normal_(0, 0.1)
-    path = tmp_path_factory.mktemp("checkpoint") / "random.pth"
-    torch.save({"state_dict": model.state_dict(), "meta": {"dataset_meta": {"classes": CLASSES}}}, path)
-    return path
+def checkpoint(tiny_checkpoint: Path) -> Path:
+    return tiny_checkpoint
 
 
 @pytest.fixture(scope="module")

@@ -106,11 +106,11 @@ class Predictor:
     ) -> Predictor:
         """Build the config's model, load an mmengine checkpoint into it and take its class names
         from the checkpoint's ``meta.dataset_meta.classes`` (mmengine saves the dataset's there)."""
+        loaded = read_checkpoint(checkpoint)  # first: a bad file fails before the model is built
         cfg = config if isinstance(config, Config) else Config.fromfile(str(config))
         register_all_modules()
         model = MODELS.build(cfg.model)
         # mmengine's load_checkpoint in its two steps, with the left-out frozen weights put back between
-        loaded = read_checkpoint(checkpoint)
         restore_pretrained_frozen(model, loaded)
         _load_checkpoint_to_model(model, loaded, strict=True, logger="silent")
         classes = loaded.get("meta", {}).get("dataset_meta", {}).get("classes")

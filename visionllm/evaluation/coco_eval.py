@@ -16,6 +16,7 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from visionllm.data.coco import coco_index, load_coco_json
 from visionllm.structures import polygons_to_rle
 
 #: The 12 numbers of ``COCOeval.stats``, in order.
@@ -129,7 +130,7 @@ def evaluate_coco(
     if unknown:
         raise ValueError(f"unknown IoU types {sorted(unknown)}; choose from {IOU_TYPES}")
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress and its own summary
-        gt = COCO(str(gt_json))
+        gt = coco_index(load_coco_json(str(gt_json)))  # checked: a broken file is named
         checked = load_results(results, gt, tuple(iou_types))
         stats = {}
         for iou_type in iou_types:
