@@ -8,7 +8,8 @@
 # Deformable attention runs mmcv's pure-PyTorch path on mmcv-lite (visionllm.compat), so it trains on CPU.
 _base_ = ["visionllm_tiny_synthetic.py", "_base_/models/deformable_detr.py"]
 
-__width = _base_.embed_dims
+__width, __attn = _base_.embed_dims, _base_.deformable_attention
+__self_attn = dict(embed_dims=__width, num_heads=_base_.num_heads, dropout=0.0, batch_first=True)
 __ffn = dict(embed_dims=__width, feedforward_channels=4 * __width, ffn_drop=0.0)
 model = dict(
     _delete_=True,
@@ -29,17 +30,11 @@ model = dict(
         norm_cfg=dict(type="GN", num_groups=32),
         num_outs=_base_.num_levels,
     ),
-    encoder=dict(  # DeformableDetrTransformerEncoder
-        num_layers=3, layer_cfg=dict(self_attn_cfg=_base_.deformable_attention, ffn_cfg=__ffn)
-    ),
-    decoder=dict(  # DeformableDetrTransformerDecoder
+    encoder=dict(num_layers=3, layer_cfg=dict(self_attn_cfg=__attn, ffn_cfg=__ffn)),
+    decoder=dict(
         num_layers=3,
         return_intermediate=True,
-        layer_cfg=dict(
-            self_attn_cfg=dict(embed_dims=__width, num_heads=_base_.num_heads, dropout=0.0, batch_first=True),
-            cross_attn_cfg=_base_.deformable_attention,
-            ffn_cfg=__ffn,
-        ),
+        layer_cfg=dict(self_attn_cfg=__self_attn, cross_attn_cfg=__attn, ffn_cfg=__ffn),
         post_norm_cfg=None,
     ),
     positional_encoding=dict(num_feats=__width // 2, normalize=True, offset=-0.5),

@@ -1,7 +1,7 @@
 # The COCO128 recipe of visionllm_tiny_coco128.py with one pretrained part: the ImageNet EfficientNet-Lite0
 # backbone (packaged, offline) in place of the random slim ResNet-18; text encoder and LLM stay tiny and
 # random. It separates what a pretrained backbone buys from what SmolLM2's cost takes away
-# (visionllm_small_coco128.py pretrains all three parts but trains ~7x fewer images per minute).
+# (visionllm_small_coco128.py pretrains all three parts, at a much higher cost per image).
 _base_ = ["visionllm_tiny_coco128.py", "_base_/models/efficientnet_lite0.py"]
 
 model = dict(

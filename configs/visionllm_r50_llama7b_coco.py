@@ -2,4 +2,4 @@
 # Set model.llm.path to a local LLaMA-family directory first (see the model config), e.g.
 #   python tools/train.py configs/visionllm_r50_llama7b_coco.py \
 #       --cfg-options model.llm.path=/models/llama-7b
-_base_ = ["_base_/models/visionllm_r50_llama7b.py", "_base_/full_scale_coco.py"]
+_base_ = ["_base_/models/visionllm_r50_llama7b.py", "_base_/runs/coco_full_scale.py"]

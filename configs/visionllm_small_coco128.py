@@ -1,17 +1,11 @@
-# Small VisionLLM (pretrained EfficientNet-Lite0, MiniLM and SmolLM2-135M with LoRA) fine-tuned on COCO128,
-# as visionllm_tiny_coco128.py does with the tiny model: train = val, 128 px pipelines from the synthetic
-# set, paths assuming ../shared/data/coco128 beside the checkout.
-_base_ = ["visionllm_small_synthetic.py"]
-
-data_root = "../shared/data/coco128/"
-ann_file = "annotations/instances_train2017.json"
-synthetic = None  # real data: nothing to generate
+# Small VisionLLM (pretrained EfficientNet-Lite0, MiniLM and SmolLM2-135M with LoRA) fine-tuned on COCO128
+# (_base_/datasets/coco128.py), as visionllm_tiny_coco128.py does with the tiny model.
+_base_ = ["_base_/models/visionllm_small.py", "_base_/schedules/adamw_small.py", "_base_/runs/coco128.py"]
 
 # the eval instruction lists every COCO class: 80 class references (the model's max_classes). Detection
-# only, 30 slots (coco128 images hold 7.6 objects on average), parallel-decoding training only: SmolLM2's
-# 30 layers cost ~6 s per batch of 2 on 2 CPU cores this way (bench/profile_train_step.py), twice that with
-# autoregressive training too and more with 33-token segmentation objects. For a GPU recipe add
-# train_modes=("parallel", "autoregressive") back.
+# only, 30 slots (coco128 images hold 7.6 objects on average), parallel-decoding training only: on CPU,
+# SmolLM2's 30 layers make every LLM pass costly, and autoregressive training and 33-token segmentation
+# objects add passes and length. For a GPU recipe add train_modes=("parallel", "autoregressive") back.
 model = dict(
     tasks=dict(_delete_=True, detect=dict(weight=1.0)),
     num_slots=30,
@@ -21,20 +15,8 @@ model = dict(
 )
 
 # the new parts (image tokenizer, class pointer, LoRA, task-token rows) need a higher rate than the
-# synthetic recipe's 3e-4 to move in the ~150 iterations a 20-minute CPU budget allows
+# synthetic recipe's 3e-4 to move within a CPU time budget's few iterations
 optim_wrapper = dict(optimizer=dict(lr=1e-3))
-
-_dataset = dict(data_root=data_root, ann_file=ann_file, data_prefix=dict(img="train2017/"))
-train_dataloader = dict(batch_size=2, dataset=_dataset)
-val_dataloader = dict(batch_size=2, dataset=_dataset)
+train_dataloader = dict(batch_size=2)
+val_dataloader = dict(batch_size=2)
 test_dataloader = val_dataloader
-val_evaluator = dict(ann_file=data_root + ann_file, metric=["bbox"])
-test_evaluator = val_evaluator
-
-max_iters = 2000
-train_cfg = dict(max_iters=max_iters, val_interval=500)
-param_scheduler = [
-    dict(type="LinearLR", start_factor=0.01, by_epoch=False, begin=0, end=50),
-    dict(type="CosineAnnealingLR", by_epoch=False, begin=50, end=max_iters, eta_min_ratio=0.01),
-]
-default_hooks = dict(checkpoint=dict(interval=500))

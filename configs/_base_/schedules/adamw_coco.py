@@ -1,7 +1,7 @@
-# Full-scale schedule: adamw_iters.py's AdamW at 2e-4 (plain mmengine OptimWrapper; DeepSpeed configs are
+# Full-scale schedule: adamw.py's AdamW at 2e-4 (plain mmengine OptimWrapper; DeepSpeed configs are
 # separate), linear warm-up then cosine decay. Sized for 8 GPUs x 2 images: 90k iterations ~ 12 COCO epochs.
 # The LLM's frozen weights are bf16 (model.llm.dtype); its LoRA and task-token rows train in fp32.
-_base_ = ["adamw_iters.py"]
+_base_ = ["adamw.py", "iters.py"]
 
 max_iters = 90000
 val_interval = 10000
