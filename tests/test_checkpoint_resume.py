@@ -103,6 +103,7 @@ def test_sigkill_during_a_save_leaves_the_previous_checkpoint_loadable(tmp_path)
     # --resume (latest) carries on from iteration 2, finishes, and clears the partial file
     output = run([str(TRAIN), str(config), "--work-dir", str(work), "--resume"], cwd=tmp_path)
     assert "resumed epoch: 0, iter: 2" in output
+    assert f"taking over the stale lock of pid {proc.pid} on host" in output  # the killed run's work-dir lock
     left = sorted(p.name for p in work.iterdir() if p.name.endswith((".pth", ".partial")))
     assert left == ["best_coco_bbox_mAP_iter_6.pth", "iter_6.pth"]  # the base config keeps the best too
     assert load(work / "iter_6.pth")["meta"]["iter"] == 6

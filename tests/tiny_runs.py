@@ -1,4 +1,4 @@
-"""Helpers for tests that train the tiny model through ``tools/train.py`` in subprocesses, and two
+"""Helpers for tests that train the tiny model through ``tools/train.py`` in subprocesses, and the
 test-only components those runs import (``custom_imports``).
 
 The config inherits ``configs/visionllm_tiny_overfit16.py`` shrunk to 4 synthetic images and 4 slots;
@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -119,3 +120,20 @@ class RecordImageIds(BaseMetric):
     def compute_metrics(self, results: list) -> dict:
         Path(self.out_file).write_text(json.dumps(results))
         return {"images": len(results)}
+
+
+@HOOKS.register_module()
+class PauseAtIterHook(Hook):
+    """Test-only: before training iteration ``at`` (0-based), creates ``ready`` and waits until ``go``
+    exists (at most ``timeout`` seconds), so a test can act while the run is mid-training."""
+
+    def __init__(self, at: int, ready: str, go: str, timeout: float = 300) -> None:
+        self.at, self.ready, self.go, self.timeout = at, Path(ready), Path(go), timeout
+
+    def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
+        if runner.iter != self.at:
+            return
+        self.ready.touch()
+        deadline = time.monotonic() + self.timeout
+        while not self.go.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)

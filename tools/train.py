@@ -10,6 +10,8 @@ Several processes: torchrun --nproc_per_node N tools/train.py CONFIG --launcher 
 from __future__ import annotations
 
 import argparse
+import os
+from contextlib import nullcontext
 
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
@@ -22,6 +24,7 @@ from visionllm.engine.launch import (
     setup_distributed,
     use_time_budget,
 )
+from visionllm.engine.workdir_lock import lock_work_dir
 
 
 def parse_args() -> argparse.Namespace:
@@ -76,10 +79,14 @@ def main() -> None:
         cfg.resume, cfg.load_from = True, None
     elif args.resume:
         cfg.resume, cfg.load_from = True, args.resume
-    setup_distributed(cfg, args.launcher)
-    runner = RUNNERS.build(cfg) if "runner_type" in cfg else Runner.from_cfg(cfg)
-    prepare_synthetic_data(cfg)  # once the process group exists: rank 0 writes, the others wait
-    runner.train()
+    # before the Runner, which creates the log folder: a second run on this work dir stops here. One lock
+    # per job, taken by global rank 0 (RANK, set by torchrun and the deepspeed launcher)
+    main_rank = args.launcher == "none" or os.environ.get("RANK", "0") == "0"
+    with lock_work_dir(cfg.work_dir) if main_rank else nullcontext():
+        setup_distributed(cfg, args.launcher)
+        runner = RUNNERS.build(cfg) if "runner_type" in cfg else Runner.from_cfg(cfg)
+        prepare_synthetic_data(cfg)  # once the process group exists: rank 0 writes, the others wait
+        runner.train()
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ fixes the three; ``configs/_base_/default_runtime.py`` uses it.
 from __future__ import annotations
 
 import logging
+import os
 import random
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +25,8 @@ from mmengine.logging import print_log
 from torch import nn
 
 from visionllm.engine.hooks import unwrap_model
-from visionllm.fileio import PARTIAL_SUFFIX, atomic_write
+from visionllm.engine.workdir_lock import pid_alive
+from visionllm.fileio import PARTIAL_SUFFIX, atomic_write, partial_writer
 from visionllm.registry import HOOKS
 
 #: ``backend_args`` that select :class:`AtomicLocalBackend`.
@@ -40,6 +42,17 @@ class AtomicLocalBackend(LocalBackend):
 
     def put_text(self, obj: str, filepath: str | Path, encoding: str = "utf-8") -> None:
         atomic_write(obj.encode(encoding), filepath)
+
+
+def remove_orphan_partials(directory: str | Path) -> None:
+    """Delete the unfinished atomic-write files in ``directory`` whose writer has ended: those of a run
+    killed mid-save. A file whose writer pid is alive on this host is another process's save in progress
+    and is kept; this process's own pid counts as ended (it writes nothing yet, and a container restarted
+    may reuse the pid of the one that crashed)."""
+    for partial in Path(directory).glob(f".*{PARTIAL_SUFFIX}"):
+        pid = partial_writer(partial)
+        if pid is not None and (pid == os.getpid() or not pid_alive(pid)):
+            partial.unlink(missing_ok=True)
 
 
 #: ``meta`` key of a checkpoint listing the state-dict keys it left out (:func:`omit_pretrained_frozen`).
@@ -131,7 +144,8 @@ class ResumableCheckpointHook(CheckpointHook):
 
     - Writes through :class:`AtomicLocalBackend` unless ``backend_args`` names another backend: a run
       killed mid-save keeps its previous checkpoints and ``last_checkpoint`` pointer intact, and the
-      unfinished ``.partial`` file is removed when training starts again.
+      unfinished ``.partial`` file is removed when training starts again (only once its writer has
+      ended: :func:`remove_orphan_partials`).
     - Deletes checkpoints beyond ``max_keep_ckpts`` after the new one is written, not before.
     - With ``save_pretrained_frozen=False``, leaves the model's frozen pretrained weights out of its
       checkpoints (:func:`omit_pretrained_frozen`); loading puts them back from the freshly built model
@@ -163,8 +177,7 @@ class ResumableCheckpointHook(CheckpointHook):
     def before_train(self, runner) -> None:
         super().before_train(runner)
         if is_main_process() and self.backend_args == ATOMIC_BACKEND_ARGS:
-            for partial in Path(self.out_dir).glob(f".*{PARTIAL_SUFFIX}"):
-                partial.unlink()
+            remove_orphan_partials(self.out_dir)
         self._prune(runner)
         self._restore_random_state(runner)
 
