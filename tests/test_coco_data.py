@@ -5,20 +5,26 @@ import io
 import json
 import logging
 import math
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from mmcv.transforms import LoadImageFromFile
+from mmdet.datasets.transforms import LoadAnnotations
+from mmdet.evaluation import CocoMetric
 from mmdet.structures import DetDataSample
 from mmengine.logging import MMLogger
 from mmengine.registry import DefaultScope
+from mmengine.structures import InstanceData
 from PIL import Image
 
-from visionllm.data.coco import VisionLLMCocoDataset
+from visionllm.data.coco import NO_POLYGON, VisionLLMCocoDataset
 from visionllm.data.loading import LoadImageRGB
+from visionllm.evaluation import VisionLLMCocoMetric
 from visionllm.registry import DATASETS
+from visionllm.tasks.segmentation import largest_part
 
 COCO128_ANN = "annotations/instances_train2017.json"
 
@@ -139,16 +145,27 @@ def test_dangling_references_name_the_annotation(tmp_path, field, value, message
         build(write_json(tmp_path / "bad.json", coco))
 
 
-@pytest.mark.parametrize("bad_bbox", [[5, 5, 0, 4], [5, 5, 3, -2], [5, 5, float("nan"), 4], [5, 5, 4]])
-def test_unusable_boxes_are_dropped_with_a_warning(tmp_path, logged_warnings, bad_bbox):
+@pytest.mark.parametrize(
+    "changes",
+    [
+        *(dict(bbox=bbox) for bbox in ([5, 5, 0, 4], [5, 5, 3, -2], [5, 5, float("nan"), 4], [5, 5, 4])),
+        # what mmdet skips silently: reported too, so the metric can leave the same annotations out
+        dict(bbox=[40, 5, 3, 3]),  # outside the 30x20 image
+        dict(bbox=[5, 5, 0.5, 4]),  # under one pixel wide
+        dict(area=0),
+        dict(ignore=1),
+    ],
+)
+def test_unusable_annotations_are_dropped_with_a_warning(tmp_path, logged_warnings, changes):
     coco = tiny_coco()
-    coco["annotations"][1]["bbox"] = bad_bbox
+    coco["annotations"][1].update(changes)
     dataset = build(write_json(tmp_path / "boxes.json", coco))
     kept_boxes = [inst["bbox"] for inst in dataset.get_data_info(0)["instances"]]
     assert kept_boxes == [[1, 2, 11, 10], [0, 0, 4, 4]]  # annotation 10 and the crowd one stay
     assert any("boxes.json" in m and "annotation id 11" in m and "a.png" in m for m in logged_warnings), (
         logged_warnings
     )
+    assert list(dataset.dropped_annotations) == [11]
 
 
 def test_instances_keep_extra_fields_and_crowd_is_ignored(tmp_path):
@@ -338,3 +355,118 @@ def test_training_refetches_instead_of_failing_on_a_missing_image(coco128, tmp_p
     with pytest.raises(RuntimeError, match=r"sample 1, .*does_not_exist\.jpg"):
         testing[1]
     assert math.isfinite(float(testing[0]["inputs"].float().mean()))
+
+
+# ---------------------------------------------------------------- bad input (issue #21)
+# Each test breaks tiny_coco() in one way and checks the one outcome: a ValueError naming the file and the
+# fault, or a warning naming the file and the annotation id with nothing else lost.
+
+
+@pytest.mark.parametrize("category_name", ["<eoo>", "big <c3> box", "<bin7>"])
+def test_category_named_with_a_task_token_is_refused(tmp_path, category_name):
+    coco = tiny_coco()
+    coco["categories"][1]["name"] = category_name
+    message = (
+        rf"bad\.json: category id 5 is named '{re.escape(category_name)}', which contains the task token"
+    )
+    with pytest.raises(ValueError, match=message):
+        build(write_json(tmp_path / "bad.json", coco))
+
+
+@pytest.mark.parametrize(
+    ("changes", "filter_cfg", "message"),
+    [
+        (dict(images=[], annotations=[]), None, r"bad\.json: the file has no images"),
+        (
+            dict(annotations=[]),
+            dict(filter_empty_gt=True),
+            r"bad\.json: all 2 images were filtered out: 2 have no usable annotation of the classes "
+            r"\['circle', 'square'\] and filter_cfg has filter_empty_gt=True",
+        ),
+        (
+            dict(annotations=[dict(tiny_coco()["annotations"][0], bbox=[1, 2, float("nan"), 8])]),
+            dict(filter_empty_gt=True),
+            r"bad\.json: all 2 images were filtered out: .*; 1 annotations were dropped as unusable",
+        ),
+        (
+            {},
+            dict(min_size=25),
+            r"bad\.json: all 2 images were filtered out: 2 are smaller than .*min_size=25",
+        ),
+    ],
+    ids=["no-images", "no-annotations", "only-a-broken-box", "all-too-small"],
+)
+def test_an_empty_training_set_names_the_file_and_why(tmp_path, changes, filter_cfg, message):
+    with pytest.raises(ValueError, match=message):
+        build(write_json(tmp_path / "bad.json", tiny_coco(**changes)), filter_cfg=filter_cfg)
+
+
+@pytest.mark.parametrize(
+    ("segmentation", "kept_parts", "message"),
+    [
+        (
+            [[1, 2, 11, 2], [1, 2, 11, 2, 11, 10]],
+            [[1, 2, 11, 2, 11, 10]],
+            r"polygon part 0, which has 2 points",
+        ),
+        ([[1, 2, 11, 2]], [list(NO_POLYGON)], r"has 2 points, fewer than 3; no polygon is left"),
+        ([[1, 2, 11, 2, 11]], [list(NO_POLYGON)], r"part 0, which has an odd number \(5\) of coordinates"),
+    ],
+    ids=["one-of-two-parts", "only-part", "odd-coordinates"],
+)
+def test_a_bad_polygon_part_is_dropped_and_the_instance_kept(
+    tmp_path, logged_warnings, segmentation, kept_parts, message
+):
+    coco = tiny_coco()
+    coco["annotations"][0]["segmentation"] = segmentation
+    dataset = build(write_json(tmp_path / "poly.json", coco))
+    circle = dataset.get_data_info(0)["instances"][0]
+    assert circle["bbox"] == [1, 2, 11, 10] and circle["mask"] == kept_parts
+    assert any(
+        "poly.json" in m and "annotation id 10" in m and re.search(message, m) for m in logged_warnings
+    ), logged_warnings
+
+    load = LoadAnnotations(with_bbox=True, with_mask=True, poly2mask=False)
+    loaded = load(dict(dataset.get_data_info(0), ori_shape=(20, 30)))
+    assert loaded["gt_ignore_flags"].tolist() == [False, False, True]  # only the crowd one is ignored
+    assert loaded["gt_bboxes"].tensor[0].tolist() == [1, 2, 11, 10]
+    if kept_parts == [list(NO_POLYGON)]:  # detection only: segmentation targets skip the instance
+        assert largest_part(loaded["gt_masks"].masks[0]) is None
+
+
+def perfect_scores(metric: CocoMetric) -> dict:
+    """``metric``'s results for predictions equal to tiny_coco()'s ground truth (crowd left out)."""
+    coco = tiny_coco()
+    metric.dataset_meta = dict(classes=tuple(category["name"] for category in coco["categories"]))
+    label_of = {category["id"]: label for label, category in enumerate(coco["categories"])}
+    for image in coco["images"]:
+        anns = [a for a in coco["annotations"] if a["image_id"] == image["id"] and not a["iscrowd"]]
+        boxes = [[x, y, x + w, y + h] for x, y, w, h in (a["bbox"] for a in anns)]
+        sample = DetDataSample(metainfo=dict(img_id=image["id"], ori_shape=(image["height"], image["width"])))
+        sample.pred_instances = InstanceData(
+            bboxes=torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+            scores=torch.ones(len(anns)),
+            labels=torch.tensor([label_of[a["category_id"]] for a in anns], dtype=torch.long),
+        )
+        metric.process({}, [sample.to_dict()])
+    return metric.evaluate(size=len(coco["images"]))
+
+
+@pytest.mark.parametrize(
+    "broken_bbox", [[5, 5, float("nan"), 4], [5, 5, -3, 4]], ids=["nan", "negative-width"]
+)
+def test_the_metric_scores_the_ground_truth_the_dataset_kept(tmp_path, logged_warnings, broken_bbox):
+    broken = tiny_coco()
+    broken["annotations"].append(dict(broken["annotations"][1], id=13, image_id=2, bbox=broken_bbox))
+    clean_file = str(write_json(tmp_path / "clean.json", tiny_coco()))
+    broken_file = str(write_json(tmp_path / "broken.json", broken))
+
+    expected = perfect_scores(VisionLLMCocoMetric(ann_file=clean_file))
+    logged_warnings.clear()
+    scores = perfect_scores(VisionLLMCocoMetric(ann_file=broken_file))
+    assert scores["coco/bbox_mAP"] == expected["coco/bbox_mAP"] == 1.0
+    assert (scores["coco/dropped_annotations"], expected["coco/dropped_annotations"]) == (1, 0)
+    assert [m for m in logged_warnings if "broken.json" in m and "id 13" in m] == [logged_warnings[0]]
+    # the dataset dropped the same annotation; mmdet's CocoMetric reading the file counts it as missed
+    assert set(build(Path(broken_file)).dropped_annotations) == {13}
+    assert perfect_scores(CocoMetric(ann_file=broken_file))["coco/bbox_mAP"] < 1.0

@@ -17,15 +17,19 @@ from pathlib import Path
 import mmengine
 import pytest
 import torch
+from mmdet.evaluation import CocoMetric
+from mmdet.structures import DetDataSample
 from mmengine.dataset import BaseDataset
 from mmengine.hooks import Hook
 from mmengine.logging import HistoryBuffer
 from mmengine.runner import Runner
+from mmengine.structures import InstanceData
 
 import visionllm
 from tests.conftest import ToyModel
 from visionllm import mmengine_private as private
 from visionllm.compat import mmcv_has_compiled_ops
+from visionllm.data.coco import coco_index
 
 REPO = Path(__file__).resolve().parents[1]
 PINNED = re.search(r"^mmengine==(\S+)$", (REPO / "requirements.lock").read_text(), re.MULTILINE).group(1)
@@ -191,6 +195,30 @@ def test_history_buffer_statistics_methods_are_what_a_pickle_references():
     state = HistoryBuffer().__getstate__()
     assert set(state.get("statistics_methods", {})) == names, changed(
         entry, "a pickled HistoryBuffer no longer stores these methods (compat's allow-list may be moot)"
+    )
+
+
+def test_coco_api_is_the_ground_truth_coco_metric_scores():
+    entry = api("CocoMetric", "_coco_api")
+    ground_truth = {
+        "images": [{"id": 1, "file_name": "a.png", "height": 20, "width": 30}],
+        "categories": [{"id": 3, "name": "circle"}],
+        "annotations": [
+            {"id": 1, "image_id": 1, "category_id": 3, "bbox": [1, 2, 10, 8], "area": 80, "iscrowd": 0}
+        ],
+    }
+    metric = CocoMetric()  # no ann_file: without set_coco_api it would need ground truth in the samples
+    private.set_coco_api(metric, coco_index(ground_truth))
+    metric.dataset_meta = dict(classes=("circle",))
+    sample = DetDataSample(metainfo=dict(img_id=1, ori_shape=(20, 30)))
+    sample.pred_instances = InstanceData(
+        bboxes=torch.tensor([[1.0, 2.0, 11.0, 10.0]]),
+        scores=torch.ones(1),
+        labels=torch.zeros(1, dtype=torch.long),
+    )
+    metric.process({}, [sample.to_dict()])
+    assert metric.evaluate(size=1)["coco/bbox_mAP"] == 1.0, changed(
+        entry, "CocoMetric did not score the predictions against the ground truth set there"
     )
 
 

@@ -8,8 +8,9 @@ subclasses override are listed in :data:`PRIVATE_APIS` too. ``tests/test_mmengin
 each entry against the installed mmengine (pinned to 0.10.7 in ``requirements.lock``): that it exists,
 takes the parameters we pass, and behaves as we rely on; a failure names the API and where we use it.
 
-Nothing from mmdet's private API is used. The mmcv internals that ``visionllm/compat.py`` patches are
-listed here as well; compat applies them itself, since it runs before mmcv or mmengine is imported.
+From mmdet's private API, only ``CocoMetric._coco_api`` is used (:func:`set_coco_api`). The mmcv internals
+that ``visionllm/compat.py`` patches are listed here as well; compat applies them itself, since it runs
+before mmcv or mmengine is imported.
 
 Import this module only after ``visionllm.compat`` has run (importing ``visionllm`` does that).
 """
@@ -23,6 +24,8 @@ from typing import Any
 import mmcv.ops.multi_scale_deform_attn as mmcv_deform_attn
 import mmengine._strategy as mmengine_strategy
 import mmengine.runner.checkpoint as mmengine_checkpoint
+from mmdet.datasets.api_wrappers import COCO
+from mmdet.evaluation.metrics import CocoMetric
 from mmengine._strategy import DeepSpeedStrategy  # private module: mmengine exports the class nowhere else
 from mmengine.dataset import BaseDataset
 from mmengine.hooks import CheckpointHook
@@ -39,6 +42,7 @@ __all__ = [
     "configured_dataloader",
     "history_buffer_statistics_methods",
     "live_metainfo",
+    "set_coco_api",
     "set_max_iters",
 ]
 
@@ -63,6 +67,12 @@ def live_metainfo(dataset: BaseDataset) -> dict:
     """The dataset's own meta-information dict, to change in place; the public ``dataset.metainfo``
     returns a copy."""
     return dataset._metainfo
+
+
+def set_coco_api(metric: CocoMetric, coco: COCO) -> None:
+    """Set the ground truth mmdet's ``CocoMetric`` scores against (built from ``ann_file``, as read, in its
+    ``__init__``; read by ``compute_metrics``)."""
+    metric._coco_api = coco
 
 
 def history_buffer_statistics_methods() -> set[str]:
@@ -158,6 +168,13 @@ PRIVATE_APIS: tuple[PrivateAPI, ...] = (
         "_metainfo",
         "take the annotation file's class names when the config gives none (live_metainfo)",
         ("visionllm/data/coco.py: VisionLLMCocoDataset.COCOAPI",),
+        instance_attribute=True,
+    ),
+    PrivateAPI(
+        CocoMetric,
+        "_coco_api",
+        "score against the ground truth the dataset kept, unusable annotations dropped (set_coco_api)",
+        ("visionllm/evaluation/coco_metric.py: VisionLLMCocoMetric.__init__",),
         instance_attribute=True,
     ),
     PrivateAPI(

@@ -46,7 +46,7 @@ val_dataloader = dict(
     ),
 )
 test_dataloader = val_dataloader
-val_evaluator = dict(
-    type="CocoMetric", ann_file=data_root + "annotations/instances_val.json", metric=["bbox", "segm"]
+val_evaluator = dict(  # mmdet's CocoMetric, scoring against the ground truth the dataset kept
+    type="VisionLLMCocoMetric", ann_file=data_root + "annotations/instances_val.json", metric=["bbox", "segm"]
 )
 test_evaluator = val_evaluator
