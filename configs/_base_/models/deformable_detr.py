@@ -1,8 +1,7 @@
-# What the Deformable DETR baselines share, at the width of the tiny VisionLLM's tokenizer scale: 3 feature
-# levels, 128-d, 4 heads, mmdet's multi-scale deformable attention, and Deformable DETR's set loss as mmdet
-# configures it (focal class loss, L1 + GIoU box losses, Hungarian matching on the same three costs). A
-# baseline uses `bbox_head=dict(..., **_base_.deformable_detr_losses)` and
-# `train_cfg=_base_.deformable_detr_train_cfg`.
+# What the Deformable DETR baselines share: 3 feature levels, width 128, 4 heads, mmdet's multi-scale
+# deformable attention, and Deformable DETR's set loss as mmdet configures it (focal class loss, L1 + GIoU
+# box losses, Hungarian matching on the same three costs). A baseline uses
+# `bbox_head=dict(..., **_base_.deformable_detr_losses)` and `train_cfg=_base_.deformable_detr_train_cfg`.
 embed_dims = 128
 num_levels = 3
 num_heads = 4
