@@ -10,12 +10,9 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from mmengine.runner import Runner
-
 import visionllm  # noqa: F401  (platform fixes first)
 from visionllm.cli import add_debug_flag, run_command
-from visionllm.engine.launch import DictAction, load_config, prepare_synthetic_data, setup_distributed
-from visionllm.fileio import check_checkpoint_file
+from visionllm.engine.launch import DictAction, load_config, run_testing
 from visionllm.models.visionllm import DECODE_MODES
 
 
@@ -37,22 +34,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
 def main(argv: Sequence[str]) -> None:
     args = parse_args(argv)
-    check_checkpoint_file(args.checkpoint)
     cfg = load_config(args.config, args.cfg_options, args.work_dir)
-    cfg.load_from = args.checkpoint
     if args.decode:
         cfg.model.decode_mode = args.decode
-    if args.out:
-        evaluators = cfg.test_evaluator if isinstance(cfg.test_evaluator, list) else [cfg.test_evaluator]
-        # the COCO metric's annotation file gives the category ids (label indices without one)
-        ann_file = next((e["ann_file"] for e in evaluators if e.get("ann_file")), None)
-        cfg.test_evaluator = [*evaluators, dict(type="DumpCocoResults", out_file=args.out, ann_file=ann_file)]
     if args.show_dir:
         cfg.default_hooks.visualization.update(draw=True, test_out_dir=args.show_dir)
-    cfg.train_dataloader, cfg.train_cfg, cfg.optim_wrapper, cfg.param_scheduler = None, None, None, None
-    setup_distributed(cfg, args.launcher)
-    prepare_synthetic_data(cfg)
-    Runner.from_cfg(cfg).test()
+    run_testing(cfg, args.checkpoint, args.launcher, args.out)
 
 
 if __name__ == "__main__":

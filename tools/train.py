@@ -10,24 +10,15 @@ Several processes: torchrun --nproc_per_node N tools/train.py CONFIG --launcher 
 from __future__ import annotations
 
 import argparse
-import os
-from contextlib import nullcontext
-
-from mmengine.registry import RUNNERS
-from mmengine.runner import Runner
+import sys
+from collections.abc import Sequence
 
 import visionllm  # noqa: F401  (platform fixes first)
-from visionllm.engine.launch import (
-    DictAction,
-    load_config,
-    prepare_synthetic_data,
-    setup_distributed,
-    use_time_budget,
-)
-from visionllm.engine.workdir_lock import lock_work_dir
+from visionllm.cli import add_debug_flag, run_command
+from visionllm.engine.launch import DictAction, load_config, run_training, use_time_budget
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -63,31 +54,25 @@ def parse_args() -> argparse.Namespace:
     )
     # the deepspeed launcher passes --local_rank (LOCAL_RANK in the environment says the same)
     parser.add_argument("--local_rank", "--local-rank", type=int, help=argparse.SUPPRESS)
-    return parser.parse_args()
+    add_debug_flag(parser)
+    return parser.parse_args(argv)
 
 
-def main() -> None:
-    args = parse_args()
+def main(argv: Sequence[str]) -> None:
+    args = parse_args(argv)
+    if args.val_every and not args.time_budget:
+        raise ValueError("--val-every needs --time-budget")
     cfg = load_config(args.config, args.cfg_options, args.work_dir, deepspeed=args.deepspeed)
     if args.time_budget:
         use_time_budget(cfg, args.time_budget, args.val_every)
-    elif args.val_every:
-        raise SystemExit("--val-every needs --time-budget")
     if args.deepspeed:
         args.launcher = "pytorch"  # DeepSpeed always runs in a process group, of one process at least
     if args.resume == "auto":
         cfg.resume, cfg.load_from = True, None
     elif args.resume:
         cfg.resume, cfg.load_from = True, args.resume
-    # before the Runner, which creates the log folder: a second run on this work dir stops here. One lock
-    # per job, taken by global rank 0 (RANK, set by torchrun and the deepspeed launcher)
-    main_rank = args.launcher == "none" or os.environ.get("RANK", "0") == "0"
-    with lock_work_dir(cfg.work_dir) if main_rank else nullcontext():
-        setup_distributed(cfg, args.launcher)
-        runner = RUNNERS.build(cfg) if "runner_type" in cfg else Runner.from_cfg(cfg)
-        prepare_synthetic_data(cfg)  # once the process group exists: rank 0 writes, the others wait
-        runner.train()
+    run_training(cfg, args.launcher)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_command(main, "tools/train.py"))

@@ -1,8 +1,18 @@
-"""The ``visionllm`` command.
+"""The ``visionllm`` command: train, test and predict on your own data without editing a config.
 
-visionllm predict IMAGES... --config C --checkpoint K [--instruction "find all cups and knives"]
+visionllm train --data DATA [--val VAL_JSON] [--model tiny|effnet|small] [--task detect|segment]
+                [--time-budget MIN [--val-every MIN]] [--work-dir W] [--cfg-options k=v ...]
+visionllm test --checkpoint K [--data DATA] [--out results.json] [--decode MODE]
+visionllm predict IMAGES... --checkpoint K [--instruction "find all cups and knives"]
                   [--task detect --classes cup knife] [--phrase "the man in the red shirt"]
                   [--decode parallel|autoregressive|tokens] [--out-dir D] [--score-thr 0.3]
+
+DATA is a COCO JSON, a folder with annotations/*.json, or a Pascal VOC folder (converted on the fly);
+without a validation split, 20% of the training images are held out (seeded; split.json in the work
+dir). ``train`` writes the full resolved config to ``W/config.py``; boxes-only data trains detection,
+polygon data detection and segmentation. A checkpoint carries its config and class list, so ``test``
+and ``predict`` need no config (``--config`` overrides it); ``test --data`` evaluates on that data's
+test split (else val, else all of it), reading the checkpoint's classes by name.
 
 IMAGES are files and/or folders (their image files). Writes ``D/predictions.json`` (a COCO-style list:
 ``file_name``, ``image_id`` (the image's position in the input), ``category_name``, ``bbox`` xywh,
@@ -25,11 +35,23 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
+from mmengine.config import Config, DictAction
 
 from visionllm.apis import Prediction, Predictor, draw_predictions, list_images
 from visionllm.apis.inference import UnreadableImageError
+from visionllm.data.own_data import prepare_data, prepare_test_data
+from visionllm.engine.launch import (
+    MODEL_CONFIGS,
+    apply_options,
+    config_from_checkpoint,
+    own_data_config,
+    run_testing,
+    run_training,
+    use_test_data,
+    use_time_budget,
+)
 from visionllm.evaluation.results import prediction_to_coco
-from visionllm.fileio import write_json_atomic
+from visionllm.fileio import read_checkpoint, write_json_atomic
 from visionllm.models.visionllm import DECODE_MODES
 
 #: What a command-line user can cause and fix: a missing or malformed file, a bad field, argument or
@@ -69,17 +91,48 @@ def run_command(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="visionllm", description="VisionLLM command-line tools.")
-    commands = parser.add_subparsers(dest="command", required=True)
-    predict = commands.add_parser(
-        "predict",
-        help="predict on images with a checkpoint and draw the results",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    parser = argparse.ArgumentParser(
+        prog="visionllm", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", help="train on a COCO or VOC folder (or a COCO file)")
+    train.add_argument("--data", required=True, help="a COCO JSON, a COCO folder or a Pascal VOC folder")
+    train.add_argument("--val", help="a COCO JSON to validate on (default: the data's val split, else 20%%)")
+    train.add_argument("--model", choices=sorted(MODEL_CONFIGS), default="effnet", help="default: effnet")
+    train.add_argument(
+        "--task", choices=("detect", "segment"), help="what to evaluate (default: by the data)"
+    )
+    train.add_argument(
+        "--time-budget",
+        type=float,
+        metavar="MIN",
+        help="train MIN minutes (default: the recipe's iterations)",
+    )
+    train.add_argument(
+        "--val-every", type=float, metavar="MIN", help="with --time-budget: validate every MIN minutes"
+    )
+    train.add_argument("--work-dir", help="default: work_dirs/<data folder name>_<model>")
+    train.add_argument("--seed", type=int, default=0, help="the validation split's seed")
+    train.add_argument("--cfg-options", nargs="+", action=DictAction, help="override config keys: k=v ...")
+    add_debug_flag(train)
+
+    test = commands.add_parser("test", help="evaluate a checkpoint on its validation data or on --data")
+    test.add_argument("--checkpoint", required=True, help="a checkpoint written by training")
+    test.add_argument(
+        "--data", help="a COCO JSON, COCO folder or VOC folder (its test split, else val, else all)"
+    )
+    test.add_argument("--config", help="default: the config saved in the checkpoint")
+    test.add_argument("--out", help="also write the predictions as a COCO results JSON")
+    test.add_argument("--decode", choices=DECODE_MODES, help="default: the config's")
+    test.add_argument("--work-dir", help="default: the checkpoint's folder")
+    test.add_argument("--cfg-options", nargs="+", action=DictAction, help="override config keys: k=v ...")
+    add_debug_flag(test)
+
+    predict = commands.add_parser("predict", help="predict on images with a checkpoint and draw the results")
     predict.add_argument("images", nargs="+", help="image files and/or folders of images")
-    predict.add_argument("--config", required=True, help="the model's mmengine config")
-    predict.add_argument("--checkpoint", required=True, help="an mmengine checkpoint of that model")
+    predict.add_argument("--checkpoint", required=True, help="a checkpoint written by training")
+    predict.add_argument("--config", help="default: the config saved in the checkpoint")
     predict.add_argument("--instruction", help='free-form, e.g. "segment every dog"')
     predict.add_argument("--task", help="detect, segment or ground (overrides the instruction's)")
     predict.add_argument("--classes", nargs="+", help="class names (overrides the instruction's)")
@@ -89,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--score-thr", type=float, default=0.3, help="leave out objects scoring less")
     predict.add_argument("--batch-size", type=positive_int, default=1)
     predict.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    predict.add_argument("--cfg-options", nargs="+", action=DictAction, help="override config keys: k=v ...")
     add_debug_flag(predict)
     return parser
 
@@ -100,13 +154,57 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(argv: Sequence[str]) -> int:
     args = build_parser().parse_args(argv)
-    return predict_command(args)
+    return {"train": train_command, "test": test_command, "predict": predict_command}[args.command](args)
+
+
+def train_command(args: argparse.Namespace) -> int:
+    """``visionllm train``: find the data, build the recipe's config on it, write it, train."""
+    if args.val_every and not args.time_budget:
+        raise ValueError("--val-every needs --time-budget")
+    data = Path(args.data)
+    work_dir = Path(args.work_dir or Path("work_dirs") / f"{data.stem}_{args.model}")
+    splits = prepare_data(data, work_dir, val=args.val, seed=args.seed)
+    print(f"data: {splits.summary()}")
+    cfg = own_data_config(args.model, splits, args.task)
+    apply_options(cfg, args.cfg_options)
+    cfg.work_dir = str(work_dir)
+    if args.time_budget:
+        use_time_budget(cfg, args.time_budget, args.val_every)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    cfg.dump(work_dir / "config.py")
+    print(f"config: {work_dir / 'config.py'} (the full resolved config: tools/train.py runs it as is)")
+    run_training(cfg)
+    return 0
+
+
+def test_command(args: argparse.Namespace) -> int:
+    """``visionllm test``: the checkpoint's own config and classes, on ``--data`` or its validation set."""
+    checkpoint = read_checkpoint(args.checkpoint)
+    cfg = Config.fromfile(args.config) if args.config else config_from_checkpoint(checkpoint, args.checkpoint)
+    cfg.work_dir = args.work_dir or str(Path(args.checkpoint).resolve().parent)
+    apply_options(cfg, args.cfg_options)
+    if args.data:
+        classes = list(checkpoint.get("meta", {}).get("dataset_meta", {}).get("classes") or [])
+        if not classes:
+            raise ValueError(
+                f"{args.checkpoint}: the checkpoint does not name its classes (meta.dataset_meta)"
+            )
+        ann_file, image_dir = prepare_test_data(args.data, Path(cfg.work_dir) / "test_data", classes)
+        use_test_data(cfg, ann_file, image_dir, classes)
+        print(f"test data: {ann_file} (images in {image_dir})")
+    del checkpoint  # the Runner loads it again, into the model
+    if args.decode:
+        cfg.model.decode_mode = args.decode
+    run_testing(cfg, args.checkpoint, out=args.out)
+    return 0
 
 
 def predict_command(args: argparse.Namespace) -> int:
     """``visionllm predict``: predictions.json and a drawing per readable image; 1 if any was skipped."""
     images = list_images(args.images)
-    predictor = Predictor.from_checkpoint(args.config, args.checkpoint, device=args.device)
+    predictor = Predictor.from_checkpoint(
+        args.config, args.checkpoint, device=args.device, cfg_options=args.cfg_options
+    )
     request = predictor.resolve(args.instruction, task=args.task, classes=args.classes, phrase=args.phrase)
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -28,6 +28,7 @@ from PIL import Image, ImageOps
 
 from visionllm.data.loading import UNREADABLE_IMAGE_ERRORS, read_rgb
 from visionllm.engine.checkpoint import restore_pretrained_frozen
+from visionllm.engine.launch import apply_options, config_from_checkpoint
 from visionllm.fileio import read_checkpoint
 from visionllm.instructions import resolve_instruction
 from visionllm.mmengine_private import _load_checkpoint_to_model
@@ -102,12 +103,22 @@ class Predictor:
 
     @classmethod
     def from_checkpoint(
-        cls, config: str | os.PathLike | Config, checkpoint: str | os.PathLike, device: str = "cpu"
+        cls,
+        config: str | os.PathLike | Config | None,
+        checkpoint: str | os.PathLike,
+        device: str = "cpu",
+        cfg_options: dict | None = None,
     ) -> Predictor:
-        """Build the config's model, load an mmengine checkpoint into it and take its class names
-        from the checkpoint's ``meta.dataset_meta.classes`` (mmengine saves the dataset's there)."""
+        """Build the model of ``config`` (None: the config saved in the checkpoint, ``meta.cfg``), load
+        an mmengine checkpoint into it and take its class names from the checkpoint's
+        ``meta.dataset_meta.classes`` (mmengine saves the dataset's there). ``cfg_options`` override
+        config keys, as ``--cfg-options`` does."""
         loaded = read_checkpoint(checkpoint)  # first: a bad file fails before the model is built
-        cfg = config if isinstance(config, Config) else Config.fromfile(str(config))
+        if config is None:
+            cfg = config_from_checkpoint(loaded, checkpoint)
+        else:
+            cfg = config if isinstance(config, Config) else Config.fromfile(str(config))
+        apply_options(cfg, cfg_options)
         register_all_modules()
         model = MODELS.build(cfg.model)
         # mmengine's load_checkpoint in its two steps, with the left-out frozen weights put back between

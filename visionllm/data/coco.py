@@ -242,8 +242,12 @@ class VisionLLMCocoDataset(CocoDataset):
         unknown = set(metainfo["classes"]) - set(file_classes)
         if unknown:
             raise ValueError(
-                f"{self.ann_file}: configured classes {sorted(unknown)} are not among its categories"
+                f"{self.ann_file}: configured classes {sorted(unknown)} are not among its categories "
+                f"{file_classes}"
             )
+        # labels follow the configured order (mmdet numbers the selected categories in file order)
+        order = {name: label for label, name in enumerate(metainfo["classes"])}
+        data["categories"] = sorted(data["categories"], key=lambda c: order.get(c["name"], len(order)))
         return coco_index(data)
 
     def parse_data_info(self, raw_data_info: dict) -> dict:

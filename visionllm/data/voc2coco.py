@@ -16,6 +16,7 @@ Conventions (the same as mmdet's ``XMLDataset`` and its ``pascal_voc.py`` conver
 
 from __future__ import annotations
 
+import warnings
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from pathlib import Path
@@ -88,8 +89,10 @@ def _parse_xml(xml_file: Path) -> dict[str, Any]:
         if bndbox is None:
             raise ValueError(f"{xml_file}: {where}: missing <bndbox>")
         x1, y1, x2, y2 = (_number(bndbox, tag, xml_file, where) for tag in ("xmin", "ymin", "xmax", "ymax"))
-        if x2 <= x1 or y2 <= y1:
-            raise ValueError(f"{xml_file}: {where}: empty box xmin={x1} ymin={y1} xmax={x2} ymax={y2}")
+        if x2 <= x1 or y2 <= y1:  # real datasets have a few (BCCD: 1 of 4,888); one must not stop the rest
+            box = f"xmin={x1} ymin={y1} xmax={x2} ymax={y2}"
+            warnings.warn(f"{xml_file}: {where}: dropping an empty box {box}", stacklevel=2)
+            continue
         difficult = obj.find("difficult")
         is_difficult = difficult is not None and (difficult.text or "0").strip() == "1"
         objects.append({"name": name, "box": (x1, y1, x2, y2), "difficult": is_difficult})
@@ -112,7 +115,8 @@ def convert_voc(
     ``annotation_files``: a list of XML files, one XML file, a directory of XMLs, or a VOC root
     (``Annotations/`` + ``ImageSets/Main/<split>.txt``; without ``split`` all of ``Annotations/``).
     ``classes``: category order; default the sorted set of names seen. An object whose name is not in
-    ``classes``, malformed XML, a missing ``<size>`` or an empty box raise ValueError naming the file.
+    ``classes``, malformed XML or a missing ``<size>`` raise ValueError naming the file; an empty box is
+    dropped with a warning naming the file and the object.
     """
     xml_files = _find_xml_files(annotation_files, split)
     parsed = [(xml_file, _parse_xml(xml_file)) for xml_file in xml_files]

@@ -23,8 +23,10 @@ def unwrap_model(model: nn.Module) -> nn.Module:
 class ClassNamesHook(Hook):
     """Gives the model its dataset's class names, which evaluation requests list and labels index.
 
-    Taken from the training set, else the validation or test set, so a checkpoint trained on one class
-    list keeps it when evaluated; the names are saved in the checkpoint's ``meta.dataset_meta``.
+    Taken from the training set, else the validation or test set; the names are saved in the
+    checkpoint's ``meta.dataset_meta``. A run that only evaluates takes the loaded checkpoint's names and
+    refuses a test / validation set whose classes differ (their labels would mean other classes), naming
+    both lists; a training run from ``load_from`` (fine-tuning) keeps its dataset's classes.
     """
 
     priority = "VERY_HIGH"
@@ -37,6 +39,23 @@ class ClassNamesHook(Hook):
             if configured_dataloader(runner, split) is not None:  # configured (built on first access)
                 model.class_names = list(getattr(runner, f"{split}_dataloader").dataset.metainfo["classes"])
                 return
+
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        trained_on = checkpoint.get("meta", {}).get("dataset_meta", {}).get("classes")
+        if not trained_on or configured_dataloader(runner, "train") is not None:
+            return
+        unwrap_model(runner.model).class_names = list(trained_on)
+        for split in ("val", "test"):
+            if configured_dataloader(runner, split) is None:
+                continue
+            dataset = getattr(runner, f"{split}_dataloader").dataset
+            classes = list(dataset.metainfo["classes"])
+            if classes != list(trained_on):
+                raise ValueError(
+                    f"the checkpoint was trained on the classes {list(trained_on)}, but the {split} data "
+                    f"({getattr(dataset, 'ann_file', '?')}) has {classes}; evaluate on data with the "
+                    "checkpoint's classes (`visionllm test --data` selects them by name)"
+                )
 
 
 @HOOKS.register_module()

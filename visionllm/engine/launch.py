@@ -1,14 +1,23 @@
-"""What tools/train.py and tools/test.py share: config loading, data preparation, process setup."""
+"""What the training and test commands share (``tools/train.py``, ``tools/test.py``, ``visionllm train``
+and ``visionllm test``): config loading, data preparation, process setup, and the runs themselves."""
 
 from __future__ import annotations
 
+import copy
+import os
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
 from mmengine.config import Config, DictAction  # noqa: F401  (DictAction re-exported for the tools)
 from mmengine.dist import barrier, get_rank, init_dist
+from mmengine.registry import RUNNERS
+from mmengine.runner import Runner
 
+from visionllm.data.own_data import DataSplits
 from visionllm.engine.deepspeed import use_deepspeed
+from visionllm.engine.workdir_lock import lock_work_dir
+from visionllm.fileio import check_checkpoint_file
 
 
 def load_config(
@@ -19,10 +28,61 @@ def load_config(
     cfg = Config.fromfile(path)
     if deepspeed:
         use_deepspeed(cfg, deepspeed)
-    if cfg_options:
-        cfg.merge_from_dict(cfg_options)
+    apply_options(cfg, cfg_options)
     cfg.work_dir = work_dir or cfg.get("work_dir") or str(Path("work_dirs") / Path(path).stem)
     return cfg
+
+
+def apply_options(cfg: Config, cfg_options: dict | None) -> None:
+    """``--cfg-options`` on ``cfg``. Where the config tests on its validation data (``test_dataloader =
+    val_dataloader``, a copy made when the file was read), the test data and metric follow the
+    overridden validation ones unless the options set test keys themselves."""
+    test_follows_val = all(cfg.get(f"test_{k}") == cfg.get(f"val_{k}") for k in ("dataloader", "evaluator"))
+    if not cfg_options:
+        return
+    cfg.merge_from_dict(cfg_options)
+    if test_follows_val and not any(key.startswith("test_") for key in cfg_options):
+        cfg.test_dataloader = copy.deepcopy(cfg.val_dataloader)
+        cfg.test_evaluator = copy.deepcopy(cfg.val_evaluator)
+
+
+def config_from_checkpoint(checkpoint: dict, path: str | Path) -> Config:
+    """The config a checkpoint was trained with (mmengine saves its text in ``meta.cfg``): a checkpoint
+    carries its model, class list, tasks and input size, so testing and predicting need no config file."""
+    text = checkpoint.get("meta", {}).get("cfg")
+    if not text:
+        raise ValueError(f"{path}: the checkpoint holds no config (meta.cfg); pass --config")
+    return Config.fromstring(text, ".py")
+
+
+def run_training(cfg: Config, launcher: str = "none") -> None:
+    """Train ``cfg`` with mmengine's Runner (FlexibleRunner for DeepSpeed), holding its work dir.
+
+    The lock comes before the Runner, which creates the log folder: a second run on this work dir stops
+    here. One lock per job, taken by global rank 0 (RANK, set by torchrun and the deepspeed launcher).
+    """
+    main_rank = launcher == "none" or os.environ.get("RANK", "0") == "0"
+    with lock_work_dir(cfg.work_dir) if main_rank else nullcontext():
+        setup_distributed(cfg, launcher)
+        runner = RUNNERS.build(cfg) if "runner_type" in cfg else Runner.from_cfg(cfg)
+        prepare_synthetic_data(cfg)  # once the process group exists: rank 0 writes, the others wait
+        runner.train()
+
+
+def run_testing(cfg: Config, checkpoint: str, launcher: str = "none", out: str | None = None) -> dict:
+    """Evaluate ``checkpoint`` on ``cfg``'s test data; with ``out``, also write the predictions as a COCO
+    results file (``DumpCocoResults``). Returns the metrics."""
+    check_checkpoint_file(checkpoint)
+    cfg.load_from = checkpoint
+    if out:
+        evaluators = cfg.test_evaluator if isinstance(cfg.test_evaluator, list) else [cfg.test_evaluator]
+        # the COCO metric's annotation file gives the category ids (label indices without one)
+        ann_file = next((e["ann_file"] for e in evaluators if e.get("ann_file")), None)
+        cfg.test_evaluator = [*evaluators, dict(type="DumpCocoResults", out_file=out, ann_file=ann_file)]
+    cfg.train_dataloader, cfg.train_cfg, cfg.optim_wrapper, cfg.param_scheduler = None, None, None, None
+    setup_distributed(cfg, launcher)
+    prepare_synthetic_data(cfg)
+    return Runner.from_cfg(cfg).test()
 
 
 def prepare_synthetic_data(cfg: Config) -> None:
@@ -80,3 +140,57 @@ def use_time_budget(
         time_schedule=time_schedule,
     )
     cfg.custom_hooks = [*cfg.get("custom_hooks", []), hook]
+
+
+#: ``visionllm train --model`` names -> the recipe configs they start from (data paths replaced).
+MODEL_CONFIGS = {
+    "tiny": "visionllm_tiny_coco128.py",
+    "effnet": "visionllm_effnet_coco128.py",
+    "small": "visionllm_small_coco128.py",
+}
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+
+
+def own_data_config(model: str, splits: DataSplits, task: str | None = None) -> Config:
+    """The ``model`` recipe (``MODEL_CONFIGS``) on the user's data: its train and val files and image
+    folder in every dataloader and the metric. Boxes-only data trains and evaluates detection; data
+    with polygons trains detection and segmentation and evaluates ``task`` (default: segment)."""
+    if model not in MODEL_CONFIGS:
+        raise ValueError(f"--model must be one of {sorted(MODEL_CONFIGS)}, got {model!r}")
+    task = task or ("segment" if splits.has_polygons else "detect")
+    if task == "segment" and not splits.has_polygons:
+        raise ValueError(
+            f"{splits.train}: --task segment needs polygon annotations, and this data has boxes only"
+        )
+    cfg = Config.fromfile(CONFIG_DIR / MODEL_CONFIGS[model])
+    tasks = ("detect", "segment") if splits.has_polygons else ("detect",)
+    cfg.model.tasks = {name: cfg.model.tasks.get(name, dict(weight=1.0)) for name in tasks}
+    cfg.model.eval_task = task
+    cfg.model.llm.max_classes = max(cfg.model.llm.get("max_classes", 0), len(splits.classes))
+    for step in cfg.train_pipeline:
+        if step["type"] == "LoadAnnotations":
+            step["with_mask"] = splits.has_polygons
+    for split, ann_file in (("train", splits.train), ("val", splits.val), ("test", splits.val)):
+        dataset = cfg[f"{split}_dataloader"]["dataset"]
+        dataset.update(data_root="", ann_file=str(Path(ann_file).resolve()))
+        dataset["data_prefix"] = dict(img=f"{Path(splits.image_dir).resolve()}/")
+        if split == "train":
+            dataset["pipeline"] = cfg.train_pipeline
+    metric = ["bbox", "segm"] if task == "segment" else ["bbox"]
+    cfg.val_evaluator = dict(
+        type="VisionLLMCocoMetric", ann_file=str(Path(splits.val).resolve()), metric=metric
+    )
+    cfg.test_evaluator = copy.deepcopy(cfg.val_evaluator)
+    return cfg
+
+
+def use_test_data(cfg: Config, ann_file: Path, image_dir: Path, classes: list[str]) -> None:
+    """Point ``cfg``'s test set and metric at ``ann_file`` (images in ``image_dir``), reading only the
+    checkpoint's ``classes`` (by name) in their order, so labels mean what they meant in training."""
+    dataset = cfg.test_dataloader["dataset"]
+    dataset.update(
+        data_root="", ann_file=str(Path(ann_file).resolve()), metainfo=dict(classes=tuple(classes))
+    )
+    dataset["data_prefix"] = dict(img=f"{Path(image_dir).resolve()}/")
+    evaluator = cfg.test_evaluator[0] if isinstance(cfg.test_evaluator, list) else cfg.test_evaluator
+    cfg.test_evaluator = dict(evaluator, ann_file=str(Path(ann_file).resolve()))

@@ -56,10 +56,16 @@ class VisionLLMCocoMetric(CocoMetric):
                 logger="current",
                 level=logging.WARNING,
             )
+        #: the ground truth's categories, to map label names to category ids
+        self.categories = data["categories"]
         set_coco_api(self, coco_index(data))
 
     def compute_metrics(self, results: list) -> dict[str, float]:
-        """mmdet's metrics, plus ``dropped_annotations``: how many annotations the ground truth left out."""
+        """mmdet's metrics, plus ``dropped_annotations``: how many annotations the ground truth left out.
+        Label k is the category named ``dataset_meta['classes'][k]``, as in ``VisionLLMCocoDataset``."""
+        if self.cat_ids is None:
+            id_of = {category["name"]: category["id"] for category in self.categories}
+            self.cat_ids = [id_of[name] for name in self.dataset_meta["classes"]]
         metrics = super().compute_metrics(results)
         metrics["dropped_annotations"] = len(self.dropped_annotations)
         return metrics
