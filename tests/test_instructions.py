@@ -105,7 +105,23 @@ def test_an_rng_picks_among_the_templates():
 def test_too_many_classes_is_a_clear_error():
     with pytest.raises(ValueError, match="class tokens"):
         resolve_instruction(task="detect", classes=[f"class {i}" for i in range(101)])
-    assert len(resolve_instruction(task="detect", classes=["a"] * 5, max_classes=5).classes) == 5
+    assert len(resolve_instruction(task="detect", classes=list("abcde"), max_classes=5).classes) == 5
+    # a name given twice is asked for once, so it does not count twice against the limit either
+    assert resolve_instruction(task="detect", classes=["a"] * 6, max_classes=5).classes == ["a"]
+
+
+def test_known_classes_named_before_the_cue_are_found_singular_or_plural():
+    known = ["Platelets", "RBC", "WBC"]
+    request = resolve_instruction(
+        "could you point out every platelet in the image with boxes?", known_classes=known
+    )
+    assert request.task == "detect" and request.classes == ["Platelets"]
+    assert resolve_instruction("find all RBCs and the platelets", known_classes=known).classes == [
+        "RBC",
+        "Platelets",
+    ]
+    # open vocabulary is untouched: an unknown name after the cue is kept as written
+    assert resolve_instruction("find the cups", known_classes=known).classes == ["cup"]
 
 
 def test_request_validates_region_and_point_inputs_and_strips_task_tokens_for_the_text_encoder():

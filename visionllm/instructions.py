@@ -49,8 +49,9 @@ def unsupported_instruction_message(instruction: str | None) -> str:
         f"cannot tell which task this instruction asks for: {instruction!r}.",
         "Supported tasks, with an example instruction for each:",
         *(f"  {name}: {task.example_instruction!r}" for name, task in TASKS.items()),
-        'Or name the task: resolve_instruction(task="detect", classes=["cup", "knife"]), '
-        'resolve_instruction(task="ground", phrase="the man in the red shirt").',
+        "Or name the task and classes: --task detect --classes cup knife (visionllm predict), "
+        'resolve_instruction(task="detect", classes=["cup", "knife"]) (Python); a phrase: '
+        '--task ground --phrase "the man in the red shirt".',
     ]
     return "\n".join(lines)
 

@@ -32,7 +32,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from visionllm.tasks.wording import class_names, object_segment
+from visionllm.tasks.wording import class_names, known_names_in, object_segment
 from visionllm.vocab import POINT, REGION, TASK_TOKEN_PATTERN, TaskVocab
 
 Box = tuple[float, float, float, float]
@@ -282,8 +282,13 @@ class Task(ABC):
     @classmethod
     def names_from_text(cls, text: str, cue_end: int, known_classes: Sequence[str] | None) -> list[str]:
         """The class list a free-form instruction (lower-cased) names after its cue, which ends at
-        ``cue_end``; "everything" means ``known_classes``. Tasks that read a phrase override this."""
-        return class_names(object_segment(text, cue_end), known_classes)
+        ``cue_end``; "everything" means ``known_classes``. When nothing after the cue is a known class,
+        known classes named before it count ("could you point out every platelet with boxes?").
+        Tasks that read a phrase override this."""
+        names = class_names(object_segment(text, cue_end), known_classes)
+        if known_classes and not set(names) & set(known_classes):
+            names = known_names_in(text, known_classes) or names
+        return names
 
     def request_for_eval(self, dataset_classes: Sequence[str]) -> Request:
         """The deterministic evaluation instruction: first template, classes in dataset order."""

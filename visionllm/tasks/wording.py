@@ -96,29 +96,47 @@ def object_segment(text: str, cue_end: int) -> str:
 
 def class_names(segment: str, known_classes: Sequence[str] | None) -> list[str]:
     """Class names listed in ``segment``, singular, in order of first mention."""
-    known = {name.lower(): name for name in known_classes or ()}
+    known = _known_index(known_classes or ())
     if _EVERYTHING.search(segment):
         if not known:
             raise ValueError("the instruction asks for every object: pass known_classes, or name the classes")
         return list(known_classes)
-    longest = max((len(name.split()) for name in known), default=1)
     names: list[str] = []
     for item in _LIST_SEPARATOR.split(segment):
         words = _strip_fillers(re.findall(r"[\w'-]+", item))
-        if not words:
-            continue
-        matches, start = [], 0
-        while start < len(words):
-            for length in range(min(longest, len(words) - start), 0, -1):
-                match = _singularize_name(words[start : start + length], known)
-                if match is not None:
-                    matches.append(match)
-                    start += length
-                    break
-            else:
-                start += 1
-        names.extend(matches or [" ".join([*words[:-1], singularize(words[-1])])])
+        if words:
+            names.extend(_known_matches(words, known) or [" ".join([*words[:-1], singularize(words[-1])])])
     return list(dict.fromkeys(names))
+
+
+def known_names_in(text: str, known_classes: Sequence[str]) -> list[str]:
+    """The known class names mentioned anywhere in ``text`` (singular or plural), in order of mention."""
+    return list(dict.fromkeys(_known_matches(re.findall(r"[\w'-]+", text), _known_index(known_classes))))
+
+
+def _known_index(known_classes: Sequence[str]) -> dict[str, str]:
+    """Lower-cased known names, and their singular forms ("platelets" -> "platelet"), -> the names."""
+    index = {}
+    for name in known_classes:
+        *head, last = name.lower().split() or [""]
+        index[" ".join([*head, singularize(last)])] = name
+    return {**index, **{name.lower(): name for name in known_classes}}
+
+
+def _known_matches(words: list[str], known: dict[str, str]) -> list[str]:
+    """Known class names in ``words``, longest name first at each position (multi-word names)."""
+    longest = max((len(name.split()) for name in known), default=1)
+    matches, start = [], 0
+    while start < len(words):
+        for length in range(min(longest, len(words) - start), 0, -1):
+            match = _singularize_name(words[start : start + length], known)
+            if match is not None:
+                matches.append(match)
+                start += length
+                break
+        else:
+            start += 1
+    return matches
 
 
 def is_definite_singular(segment: str) -> bool:
