@@ -68,3 +68,16 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("checkpoint") / "random.pth"
     torch.save({"state_dict": model.state_dict(), "meta": {"dataset_meta": {"classes": TINY_CLASSES}}}, path)
     return path
+
+
+def voc_xml(name: str, width: int, height: int, objects: list) -> str:
+    """A Pascal VOC annotation: ``objects`` are (class, (xmin, ymin, xmax, ymax), difficult), 1-based."""
+    parts = [f"<annotation><folder>VOC2007</folder><filename>{name}.jpg</filename>"]
+    parts.append(f"<size><width>{width}</width><height>{height}</height><depth>3</depth></size>")
+    for cls, (x1, y1, x2, y2), difficult in objects:
+        parts.append(
+            f"<object><name>{cls}</name><pose>Unspecified</pose><truncated>0</truncated>"
+            f"<difficult>{int(difficult)}</difficult><bndbox><xmin>{x1}</xmin><ymin>{y1}</ymin>"
+            f"<xmax>{x2}</xmax><ymax>{y2}</ymax></bndbox></object>"
+        )
+    return "".join(parts) + "</annotation>\n"

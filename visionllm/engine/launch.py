@@ -167,6 +167,7 @@ def own_data_config(model: str, splits: DataSplits, task: str | None = None) -> 
     cfg.model.tasks = {name: cfg.model.tasks.get(name, dict(weight=1.0)) for name in tasks}
     cfg.model.eval_task = task
     cfg.model.llm.max_classes = max(cfg.model.llm.get("max_classes", 0), len(splits.classes))
+    _fit_context(cfg, len(splits.classes))
     for step in cfg.train_pipeline:
         if step["type"] == "LoadAnnotations":
             step["with_mask"] = splits.has_polygons
@@ -194,3 +195,18 @@ def use_test_data(cfg: Config, ann_file: Path, image_dir: Path, classes: list[st
     dataset["data_prefix"] = dict(img=f"{Path(image_dir).resolve()}/")
     evaluator = cfg.test_evaluator[0] if isinstance(cfg.test_evaluator, list) else cfg.test_evaluator
     cfg.test_evaluator = dict(evaluator, ann_file=str(Path(ann_file).resolve()))
+
+
+def _fit_context(cfg: Config, num_classes: int) -> None:
+    """Give a randomly initialised LLM (built from ``llm.config``) the positions its longest answer needs:
+    visual tokens + an instruction listing every class + every parallel slot of the longest task (a
+    16-point polygon is 33 tokens). Its rotary positions have no weights, so this costs nothing; a
+    pretrained LLM keeps its own context."""
+    llm_config = cfg.model.llm.get("config")
+    if llm_config is None:
+        return
+    longest_object = max(1 + 2 * options.get("num_points", 2) for options in cfg.model.tasks.values())
+    prompt = cfg.model.image_tokenizer.get("num_queries", 0) + 64 + 8 * num_classes  # words + <ck> per class
+    needed = prompt + cfg.model.get("num_slots", 0) * longest_object
+    if needed > llm_config.get("max_position_embeddings", 0):
+        llm_config["max_position_embeddings"] = 1 << (needed - 1).bit_length()
