@@ -1,7 +1,8 @@
 """The ``visionllm`` command: train, test and predict on your own data without editing a config.
 
 visionllm train --data DATA [--val VAL_JSON] [--model tiny|effnet|small] [--task detect|segment]
-                [--time-budget MIN [--val-every MIN]] [--work-dir W] [--cfg-options k=v ...]
+                [--image-size PX] [--time-budget MIN [--val-every MIN]] [--work-dir W]
+                [--cfg-options k=v ...]
 visionllm test --checkpoint K [--data DATA] [--out results.json] [--decode MODE]
 visionllm predict IMAGES... --checkpoint K [--instruction "find all cups and knives"]
                   [--task detect --classes cup knife] [--phrase "the man in the red shirt"]
@@ -104,6 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--task", choices=("detect", "segment"), help="what to evaluate (default: by the data)"
     )
     train.add_argument(
+        "--image-size", type=positive_int, help="square input side (default: the recipe's, 128)"
+    )
+    train.add_argument(
         "--time-budget",
         type=float,
         metavar="MIN",
@@ -165,7 +169,7 @@ def train_command(args: argparse.Namespace) -> int:
     work_dir = Path(args.work_dir or Path("work_dirs") / f"{data.stem}_{args.model}")
     splits = prepare_data(data, work_dir, val=args.val, seed=args.seed)
     print(f"data: {splits.summary()}")
-    cfg = own_data_config(args.model, splits, args.task)
+    cfg = own_data_config(args.model, splits, args.task, args.image_size)
     apply_options(cfg, args.cfg_options)
     cfg.work_dir = str(work_dir)
     if args.time_budget:

@@ -151,10 +151,13 @@ MODEL_CONFIGS = {
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 
 
-def own_data_config(model: str, splits: DataSplits, task: str | None = None) -> Config:
+def own_data_config(
+    model: str, splits: DataSplits, task: str | None = None, image_size: int | None = None
+) -> Config:
     """The ``model`` recipe (``MODEL_CONFIGS``) on the user's data: its train and val files and image
     folder in every dataloader and the metric. Boxes-only data trains and evaluates detection; data
-    with polygons trains detection and segmentation and evaluates ``task`` (default: segment)."""
+    with polygons trains detection and segmentation and evaluates ``task`` (default: segment).
+    ``image_size`` replaces the recipe's square input side (its Resize and Pad steps)."""
     if model not in MODEL_CONFIGS:
         raise ValueError(f"--model must be one of {sorted(MODEL_CONFIGS)}, got {model!r}")
     task = task or ("segment" if splits.has_polygons else "detect")
@@ -171,12 +174,17 @@ def own_data_config(model: str, splits: DataSplits, task: str | None = None) -> 
     for step in cfg.train_pipeline:
         if step["type"] == "LoadAnnotations":
             step["with_mask"] = splits.has_polygons
+    if image_size:
+        for step in (*cfg.train_pipeline, *cfg.test_pipeline):
+            if step["type"] == "Resize":
+                step["scale"] = (image_size, image_size)
+            elif step["type"] == "Pad":
+                step["size"] = (image_size, image_size)
     for split, ann_file in (("train", splits.train), ("val", splits.val), ("test", splits.val)):
         dataset = cfg[f"{split}_dataloader"]["dataset"]
         dataset.update(data_root="", ann_file=str(Path(ann_file).resolve()))
         dataset["data_prefix"] = dict(img=f"{Path(splits.image_dir).resolve()}/")
-        if split == "train":
-            dataset["pipeline"] = cfg.train_pipeline
+        dataset["pipeline"] = cfg.train_pipeline if split == "train" else cfg.test_pipeline
     metric = ["bbox", "segm"] if task == "segment" else ["bbox"]
     cfg.val_evaluator = dict(
         type="VisionLLMCocoMetric", ann_file=str(Path(splits.val).resolve()), metric=metric
