@@ -26,7 +26,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--split", help="ImageSets/Main/<split>.txt of a VOC root, e.g. trainval")
     add_debug_flag(parser)
     args = parser.parse_args(argv)
-    coco = convert_voc(args.source, args.out_json, classes=args.classes, split=args.split)
+    coco = convert_voc(args.source, args.out_json, classes=args.classes, split=args.split, progress=True)
     print(
         f"{args.out_json}: {len(coco['images'])} images, {len(coco['annotations'])} annotations, "
         f"{len(coco['categories'])} categories"

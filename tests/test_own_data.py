@@ -165,6 +165,7 @@ def test_train_test_predict_on_a_voc_folder_without_overrides(voc_folder: Path, 
                         "--cfg-options", *QUICK, cwd=tmp_path)  # fmt: skip
     assert trained.returncode == 0, trained.stderr[-3000:]
     assert "classes Platelets, RBC, WBC; boxes only" in trained.stdout
+    assert "converting train.json" in trained.stderr  # the VOC conversion's progress bar
     assert (work / "config.py").is_file() and (work / "iter_2.pth").is_file()
     assert Config.fromfile(work / "config.py").model.eval_task == "detect"
 
@@ -172,6 +173,7 @@ def test_train_test_predict_on_a_voc_folder_without_overrides(voc_folder: Path, 
                        "--out", str(tmp_path / "results.json"), cwd=tmp_path)  # fmt: skip
     assert tested.returncode == 0, tested.stderr[-3000:]
     assert "coco/bbox_mAP" in tested.stdout + tested.stderr
+    assert "evaluated 2 images in" in tested.stdout and "evaluating" in tested.stderr  # summary, progress bar
     test_images = {
         i["id"] for i in json.loads((work / "test_data" / "data" / "test.json").read_text())["images"]
     }
@@ -185,6 +187,10 @@ def test_train_test_predict_on_a_voc_folder_without_overrides(voc_folder: Path, 
     entries = json.loads((tmp_path / "pred" / "predictions.json").read_text())
     assert {e["category_name"] for e in entries} <= {"Platelets", "RBC", "WBC"} and entries
     assert len(list((tmp_path / "pred").glob("*.png"))) == 10
+    assert (
+        f"10 images, {len(entries)} objects, 0 skipped" in predicted.stdout
+        and "predicting" in predicted.stderr
+    )
 
 
 @pytest.mark.slow

@@ -37,6 +37,7 @@ from pathlib import Path
 
 import torch
 from mmengine.config import Config, DictAction
+from tqdm import tqdm
 
 from visionllm.apis import Prediction, Predictor, draw_predictions, list_images
 from visionllm.apis.inference import UnreadableImageError
@@ -214,21 +215,26 @@ def predict_command(args: argparse.Namespace) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     stems = dict(zip(map(str, images), _unique_stems(images)))
     entries, skipped, drawn = [], [], 0
-    for start in range(0, len(images), args.batch_size):
-        batch = images[start : start + args.batch_size]
-        predicted, failed = _predict_readable(predictor, batch, request, args)
-        skipped += failed
-        for image, prediction in predicted:
-            image_id = images.index(image)
-            entries += [
-                {"file_name": prediction.file_name, **entry}
-                for entry in prediction_to_coco(prediction, image_id)
-            ]
-            draw_predictions(image, prediction, out_dir / f"{stems[str(image)]}.png")
-            drawn += 1
-            print(summary_line(prediction))
+    with tqdm(total=len(images), desc="predicting", unit="image", file=sys.stderr, leave=False) as bar:
+        for start in range(0, len(images), args.batch_size):
+            batch = images[start : start + args.batch_size]
+            predicted, failed = _predict_readable(predictor, batch, request, args)
+            skipped += failed
+            for image, prediction in predicted:
+                image_id = images.index(image)
+                entries += [
+                    {"file_name": prediction.file_name, **entry}
+                    for entry in prediction_to_coco(prediction, image_id)
+                ]
+                draw_predictions(image, prediction, out_dir / f"{stems[str(image)]}.png")
+                drawn += 1
+                bar.write(summary_line(prediction), file=sys.stdout)
+            bar.update(len(batch))
     write_json_atomic(entries, out_dir / "predictions.json")
-    print(f"wrote {out_dir / 'predictions.json'} ({len(entries)} objects) and {drawn} drawings")
+    print(
+        f"{drawn} images, {len(entries)} objects, {len(skipped)} skipped: wrote "
+        f"{out_dir / 'predictions.json'} and {drawn} drawings in {out_dir}"
+    )
     if skipped:
         print(f"skipped {len(skipped)} of {len(images)} images:", *skipped, sep="\n  ", file=sys.stderr)
         return 1
@@ -249,7 +255,7 @@ def _predict_readable(
         if len(batch) > 1:
             results = [_predict_readable(predictor, [image], request, args) for image in batch]
             return [p for done, _ in results for p in done], [m for _, failed in results for m in failed]
-        print(f"warning: skipping {error}", file=sys.stderr)
+        tqdm.write(f"warning: skipping {error}", file=sys.stderr)
         return [], [str(error)]
 
 

@@ -91,7 +91,7 @@ def prepare_test_data(data: str | Path, out_dir: str | Path, classes: list[str])
         lists = voc_root / "ImageSets" / "Main"
         split = next((s for s in ("test", "val") if (lists / f"{s}.txt").is_file()), None)
         out = Path(out_dir) / "data" / f"{split or 'all'}.json"
-        convert_voc(voc_root, out, classes=classes, split=split)
+        convert_voc(voc_root, out, classes=classes, split=split, progress=True)
         return out, voc_root / "JPEGImages"
     if data.is_file():
         return data, find_image_dir(data)
@@ -167,7 +167,7 @@ def _convert_voc_splits(voc_root: Path, out_dir: Path, classes: list[str] | None
     for split in available or [None]:
         name = "train" if split in (None, "trainval") else split
         out = out_dir / f"{name}.json"
-        coco = convert_voc(voc_root, out, classes=splits.classes or None, split=split)
+        coco = convert_voc(voc_root, out, classes=splits.classes or None, split=split, progress=True)
         splits.classes = [category["name"] for category in coco["categories"]]
         setattr(splits, name, out)
     return splits

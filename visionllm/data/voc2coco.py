@@ -22,6 +22,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from tqdm import tqdm
+
 from visionllm.fileio import write_json_atomic
 
 
@@ -109,6 +111,7 @@ def convert_voc(
     out_json: Path,
     classes: Sequence[str] | None = None,
     split: str | None = None,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Convert VOC XMLs to COCO, write ``out_json`` atomically and return the COCO dict.
 
@@ -116,10 +119,13 @@ def convert_voc(
     (``Annotations/`` + ``ImageSets/Main/<split>.txt``; without ``split`` all of ``Annotations/``).
     ``classes``: category order; default the sorted set of names seen. An object whose name is not in
     ``classes``, malformed XML or a missing ``<size>`` raise ValueError naming the file; an empty box is
-    dropped with a warning naming the file and the object.
+    dropped with a warning naming the file and the object. ``progress`` shows a progress bar on stderr.
     """
     xml_files = _find_xml_files(annotation_files, split)
-    parsed = [(xml_file, _parse_xml(xml_file)) for xml_file in xml_files]
+    files = tqdm(
+        xml_files, desc=f"converting {Path(out_json).name}", unit="file", disable=not progress, leave=False
+    )
+    parsed = [(xml_file, _parse_xml(xml_file)) for xml_file in files]
     if classes is None:
         classes = sorted({obj["name"] for _, record in parsed for obj in record["objects"]})
     if len(set(classes)) != len(classes):

@@ -1,14 +1,17 @@
-"""Training hooks: the dataset's class names for the model, and training for a wall-clock budget."""
+"""Runner hooks: the dataset's class names for the model, training for a wall-clock budget, and a progress
+bar for evaluation."""
 
 from __future__ import annotations
 
 import math
+import sys
 import time
 from collections.abc import Callable
 
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 from torch import nn
+from tqdm import tqdm
 
 from visionllm.mmengine_private import configured_dataloader, set_max_iters
 from visionllm.registry import HOOKS
@@ -141,3 +144,32 @@ class TimeBudgetHook(Hook):
             self.next_val_s += self.val_every_s
         # the logged ETA: training time left (IterTimerHook's counts towards max_iters)
         runner.message_hub.update_info("eta", max(self.budget_s - elapsed, 0.0))
+
+
+@HOOKS.register_module()
+class ProgressBarHook(Hook):
+    """A progress bar on stderr over the test images (count, rate, time left), then one summary line:
+    images, seconds and the metrics. Added by ``visionllm test`` and ``tools/test.py``; rank 0 only."""
+
+    priority = "LOW"
+
+    def before_test_epoch(self, runner) -> None:
+        self._bar = tqdm(
+            total=len(runner.test_dataloader.dataset),
+            desc="evaluating",
+            unit="image",
+            file=sys.stderr,
+            leave=False,
+            disable=runner.rank != 0,
+        )
+        self._start = time.perf_counter()
+
+    def after_test_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
+        self._bar.update(len(outputs or ()))
+
+    def after_test_epoch(self, runner, metrics: dict | None = None) -> None:
+        images = self._bar.n
+        self._bar.close()
+        if runner.rank == 0:
+            shown = ", ".join(f"{k.split('/')[-1]} {v:.3f}" for k, v in (metrics or {}).items() if "mAP" in k)
+            print(f"evaluated {images} images in {time.perf_counter() - self._start:.0f} s: {shown}")

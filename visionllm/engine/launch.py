@@ -80,6 +80,7 @@ def run_testing(cfg: Config, checkpoint: str, launcher: str = "none", out: str |
         ann_file = next((e["ann_file"] for e in evaluators if e.get("ann_file")), None)
         cfg.test_evaluator = [*evaluators, dict(type="DumpCocoResults", out_file=out, ann_file=ann_file)]
     cfg.train_dataloader, cfg.train_cfg, cfg.optim_wrapper, cfg.param_scheduler = None, None, None, None
+    cfg.custom_hooks = [*cfg.get("custom_hooks", []), dict(type="ProgressBarHook")]
     setup_distributed(cfg, launcher)
     prepare_synthetic_data(cfg)
     return Runner.from_cfg(cfg).test()
