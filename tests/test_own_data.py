@@ -174,6 +174,8 @@ def test_train_test_predict_on_a_voc_folder_without_overrides(voc_folder: Path, 
     assert tested.returncode == 0, tested.stderr[-3000:]
     assert "coco/bbox_mAP" in tested.stdout + tested.stderr
     assert "evaluated 2 images in" in tested.stdout and "evaluating" in tested.stderr  # summary, progress bar
+    saved = json.loads((work / "test_metrics.json").read_text())
+    assert saved["checkpoint"].endswith("iter_2.pth") and "coco/bbox_mAP" in saved["metrics"]
     test_images = {
         i["id"] for i in json.loads((work / "test_data" / "data" / "test.json").read_text())["images"]
     }

@@ -130,7 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
     test.add_argument("--config", help="default: the config saved in the checkpoint")
     test.add_argument("--out", help="also write the predictions as a COCO results JSON")
     test.add_argument("--decode", choices=DECODE_MODES, help="default: the config's")
-    test.add_argument("--work-dir", help="default: the checkpoint's folder")
+    test.add_argument(
+        "--work-dir", help="logs and test_metrics.json go here (default: the checkpoint's folder)"
+    )
     test.add_argument("--cfg-options", nargs="+", action=DictAction, help="override config keys: k=v ...")
     add_debug_flag(test)
 
@@ -200,7 +202,14 @@ def test_command(args: argparse.Namespace) -> int:
     del checkpoint  # the Runner loads it again, into the model
     if args.decode:
         cfg.model.decode_mode = args.decode
-    run_testing(cfg, args.checkpoint, out=args.out)
+    metrics = run_testing(cfg, args.checkpoint, out=args.out)
+    write_json_atomic(
+        dict(checkpoint=str(args.checkpoint), metrics=metrics), Path(cfg.work_dir) / "test_metrics.json"
+    )
+    print(
+        f"metrics: {Path(cfg.work_dir) / 'test_metrics.json'}"
+        + (f", predictions: {args.out}" if args.out else "")
+    )
     return 0
 
 
