@@ -42,6 +42,19 @@ class ToyModel(BaseModel):
         return {"loss": ((out - targets) ** 2).mean()} if mode == "loss" else out
 
 
+def toy_train_dataloader(num_samples: int) -> dict:
+    """An mmengine train dataloader config over ``num_samples`` (inputs, targets) pairs for ``ToyModel``."""
+    dataset = [
+        dict(inputs=torch.full((2,), float(i)), targets=torch.tensor([float(i)])) for i in range(num_samples)
+    ]
+    return dict(
+        dataset=dataset,
+        sampler=dict(type="DefaultSampler", shuffle=False),
+        batch_size=2,
+        collate_fn=dict(type="default_collate"),
+    )
+
+
 #: The classes of ``tiny_checkpoint``.
 TINY_CLASSES = ["circle", "square", "triangle"]
 

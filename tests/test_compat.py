@@ -10,7 +10,7 @@ import pytest
 import torch
 from mmengine.logging import HistoryBuffer
 
-from tests.conftest import ToyModel
+from tests.conftest import ToyModel, toy_train_dataloader
 from visionllm.compat import mmcv_has_compiled_ops
 
 REPO = Path(__file__).resolve().parents[1]
@@ -99,18 +99,11 @@ def test_runner_checkpoint_resumes(tmp_path):
     """A real mmengine Runner saves after 2 iterations; a new Runner resumes from it (weights_only load)."""
     from mmengine.runner import Runner
 
-    dataset = [dict(inputs=torch.full((2,), float(i)), targets=torch.tensor([float(i)])) for i in range(8)]
-
     def make_runner(work_dir: Path, max_iters: int, **kwargs) -> Runner:
         return Runner(
             model=ToyModel(),
             work_dir=str(work_dir),
-            train_dataloader=dict(
-                dataset=dataset,
-                sampler=dict(type="DefaultSampler", shuffle=False),
-                batch_size=2,
-                collate_fn=dict(type="default_collate"),
-            ),
+            train_dataloader=toy_train_dataloader(8),
             optim_wrapper=dict(optimizer=dict(type="SGD", lr=0.01, momentum=0.9)),
             param_scheduler=dict(type="MultiStepLR", milestones=[1], by_epoch=False),
             train_cfg=dict(by_epoch=False, max_iters=max_iters),

@@ -26,7 +26,7 @@ from mmengine.runner import Runner
 from mmengine.structures import InstanceData
 
 import visionllm
-from tests.conftest import ToyModel
+from tests.conftest import ToyModel, toy_train_dataloader
 from visionllm import mmengine_private as private
 from visionllm.compat import mmcv_has_compiled_ops
 from visionllm.data.coco import coco_index
@@ -133,16 +133,10 @@ class EndAfterSecondIteration(Hook):
 
 
 def toy_runner(work_dir: Path) -> Runner:
-    dataset = [dict(inputs=torch.full((2,), float(i)), targets=torch.tensor([float(i)])) for i in range(4)]
     return Runner(
         model=ToyModel(),
         work_dir=str(work_dir),
-        train_dataloader=dict(
-            dataset=dataset,
-            sampler=dict(type="DefaultSampler", shuffle=False),
-            batch_size=2,
-            collate_fn=dict(type="default_collate"),
-        ),
+        train_dataloader=toy_train_dataloader(4),
         optim_wrapper=dict(optimizer=dict(type="SGD", lr=0.01)),
         train_cfg=dict(by_epoch=False, max_iters=10),
         default_hooks=dict(checkpoint=None, logger=None),
