@@ -18,6 +18,7 @@ from visionllm.data.own_data import DataSplits
 from visionllm.engine.deepspeed import use_deepspeed
 from visionllm.engine.workdir_lock import lock_work_dir
 from visionllm.fileio import check_checkpoint_file
+from visionllm.tasks import task_class
 
 
 def load_config(
@@ -186,7 +187,7 @@ def own_data_config(
         dataset.update(data_root="", ann_file=str(Path(ann_file).resolve()))
         dataset["data_prefix"] = dict(img=f"{Path(splits.image_dir).resolve()}/")
         dataset["pipeline"] = cfg.train_pipeline if split == "train" else cfg.test_pipeline
-    metric = ["bbox", "segm"] if task == "segment" else ["bbox"]
+    metric = list(task_class(task).iou_types)  # the task module says how it is scored
     cfg.val_evaluator = dict(
         type="VisionLLMCocoMetric", ann_file=str(Path(splits.val).resolve()), metric=metric
     )
