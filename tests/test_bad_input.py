@@ -120,10 +120,10 @@ def cached_predictor(tiny_checkpoint: Path):
     def load_once(config: str, checkpoint: str, device: str) -> Predictor:
         return load(Predictor, config, checkpoint, device)
 
-    def from_checkpoint(cls, config, checkpoint, device="cpu"):
-        if Path(checkpoint) == tiny_checkpoint:
+    def from_checkpoint(cls, config, checkpoint, device="cpu", cfg_options=None):
+        if Path(checkpoint) == tiny_checkpoint and not cfg_options:
             return load_once(str(config), str(checkpoint), device)
-        return load(cls, config, checkpoint, device)
+        return load(cls, config, checkpoint, device, cfg_options)
 
     return classmethod(from_checkpoint)
 
