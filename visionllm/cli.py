@@ -7,6 +7,7 @@ visionllm test --checkpoint K [--data DATA] [--out results.json] [--decode MODE]
 visionllm predict IMAGES... --checkpoint K [--instruction "find all cups and knives"]
                   [--task detect --classes cup knife] [--phrase "the man in the red shirt"]
                   [--decode parallel|autoregressive|tokens] [--out-dir D] [--score-thr 0.3]
+visionllm serve [--checkpoint K] [--config C] [--host 127.0.0.1] [--port 7860]
 
 DATA is a COCO JSON, a folder with annotations/*.json, or a Pascal VOC folder (converted on the fly);
 without a validation split, 20% of the training images are held out (seeded; split.json in the work
@@ -20,6 +21,9 @@ IMAGES are files and/or folders (their image files). Writes ``D/predictions.json
 ``score``, and RLE ``segmentation`` for segmentation requests) and ``D/<image stem>.png`` drawings,
 and prints one line per image. An unreadable image is skipped with a warning naming it; the others
 are written, and the exit code is 1 when any was skipped. ``tools/predict.py`` is the same command.
+
+``serve`` runs the web demo and the HTTP JSON API (``visionllm.serve``) over one checkpoint, by default
+the one ``make demo`` trains, on 127.0.0.1 unless ``--host`` says otherwise.
 
 Every command reports a user error (a bad file, field or argument) as one line naming it and exits
 with 2; ``--debug`` (or ``VISIONLLM_DEBUG=1``) shows the traceback instead.
@@ -59,6 +63,8 @@ from visionllm.models.visionllm import DECODE_MODES
 #: What a command-line user can cause and fix: a missing or malformed file, a bad field, argument or
 #: instruction (the code raises these with a message that names the culprit), or a config with a typo.
 USER_ERRORS = (ValueError, OSError, SyntaxError, pickle.UnpicklingError)
+#: What ``visionllm serve`` serves without ``--checkpoint``: the checkpoint ``make demo`` trains.
+DEMO_CHECKPOINT = "work_dirs/demo/iter_600.pth"
 
 
 def positive_int(text: str) -> int:
@@ -151,6 +157,19 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     predict.add_argument("--cfg-options", nargs="+", action=DictAction, help="override config keys: k=v ...")
     add_debug_flag(predict)
+
+    serve = commands.add_parser("serve", help="a web demo and an HTTP JSON API over one checkpoint")
+    serve.add_argument("--checkpoint", default=DEMO_CHECKPOINT, help=f"default: {DEMO_CHECKPOINT}")
+    serve.add_argument("--config", help="default: the config saved in the checkpoint")
+    serve.add_argument("--host", default="127.0.0.1", help="default: 127.0.0.1 (this machine only)")
+    serve.add_argument("--port", type=positive_int, default=7860)
+    serve.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    serve.add_argument("--max-upload-mb", type=float, default=20.0, help="largest upload (default: 20)")
+    serve.add_argument(
+        "--max-pixels", type=positive_int, default=40_000_000, help="largest image (default: 40 MP)"
+    )
+    serve.add_argument("--cfg-options", nargs="+", action=DictAction, help="override config keys: k=v ...")
+    add_debug_flag(serve)
     return parser
 
 
@@ -161,7 +180,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(argv: Sequence[str]) -> int:
     args = build_parser().parse_args(argv)
-    return {"train": train_command, "test": test_command, "predict": predict_command}[args.command](args)
+    commands = {
+        "train": train_command,
+        "test": test_command,
+        "predict": predict_command,
+        "serve": serve_command,
+    }
+    return commands[args.command](args)
 
 
 def train_command(args: argparse.Namespace) -> int:
@@ -279,6 +304,27 @@ def summary_line(prediction: Prediction) -> str:
             f"{k}={v}" for k, v in sorted(prediction.dropped_tokens.items())
         )
     return line
+
+
+def serve_command(args: argparse.Namespace) -> int:
+    """``visionllm serve``: the Gradio demo and the HTTP API (``visionllm.serve``) until interrupted."""
+    from visionllm.serve import Limits, serve  # gradio is slow to import: only for this command
+
+    if args.checkpoint == DEMO_CHECKPOINT and not Path(DEMO_CHECKPOINT).is_file():
+        raise ValueError(
+            f"no checkpoint: {DEMO_CHECKPOINT} is missing; `make demo` trains it, or pass --checkpoint"
+        )
+    limits = Limits(max_upload_bytes=int(args.max_upload_mb * 2**20), max_pixels=args.max_pixels)
+    serve(
+        args.checkpoint,
+        args.config,
+        host=args.host,
+        port=args.port,
+        device=args.device,
+        limits=limits,
+        cfg_options=args.cfg_options,
+    )
+    return 0
 
 
 def _unique_stems(images: Sequence[str | os.PathLike]) -> list[str]:

@@ -1,0 +1,220 @@
+"""``visionllm serve``: the HTTP API and the Gradio demo, driven over a real loopback socket against a
+server process with the tiny random-weight model, the demo in headless Debian chromium via playwright.
+
+The browser test saves its screenshot in its tmp folder; with ``VISIONLLM_SCREENSHOTS=1`` it also writes
+``docs/images/serve_demo.png`` (the README's picture).
+"""
+
+from __future__ import annotations
+
+import base64
+import importlib.util
+import io
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from tests.conftest import REPO, TINY_CLASSES
+from visionllm.cli import main
+from visionllm.serve.app import add_click, empty_markers, list_markers
+
+#: The server's limits in these tests: small, so that refusing an oversized upload is quick.
+MAX_UPLOAD_MB, MAX_PIXELS = 1, 500_000
+COCO_KEYS = {"file_name", "image_id", "category_name", "bbox", "score"}
+
+
+def shapes_png(width: int = 160, height: int = 120) -> bytes:
+    """A synthetic picture: a yellow circle and a blue square on grey."""
+    image = Image.new("RGB", (width, height), (60, 60, 60))
+    draw = ImageDraw.Draw(image)
+    draw.ellipse((20, 20, 70, 70), fill=(250, 200, 0))
+    draw.rectangle((90, 40, 140, 100), fill=(0, 120, 250))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``visionllm serve`` in a subprocess on a free loopback port; its base URL once /healthz answers."""
+    port = free_port()
+    log = tmp_path_factory.mktemp("serve") / "serve.log"
+    command = [Path(sys.executable).parent / "visionllm", "serve", "--checkpoint", tiny_checkpoint]
+    command += ["--config", "configs/visionllm_tiny_synthetic.py", "--port", str(port)]
+    command += ["--max-upload-mb", str(MAX_UPLOAD_MB), "--max-pixels", str(MAX_PIXELS)]
+    with log.open("w") as out:
+        process = subprocess.Popen(command, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            if process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"the server did not start (exit {process.poll()}):\n{log.read_text()}")
+            try:
+                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.5)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def test_clicks_make_points_and_boxes():
+    markers = add_click(empty_markers(), "point", 5, 6)
+    markers = add_click(markers, "box", 40, 50)
+    assert markers["corner"] == (40, 50) and markers["regions"] == []
+    markers = add_click(markers, "box", 10, 60)  # any two opposite corners
+    assert markers["regions"] == [(10, 50, 40, 60)] and markers["corner"] is None
+    assert list_markers(markers) == "P1 (5, 6); R1 (10, 50, 40, 60)"
+
+
+def test_serve_without_checkpoint_names_make_demo(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # no work_dirs/demo here
+    assert main(["serve"]) == 2
+    assert "make demo" in capsys.readouterr().err
+
+
+def test_api_predicts_in_the_predictions_json_schema(server: str):
+    health = httpx.get(f"{server}/healthz").json()
+    assert health["status"] == "ok" and health["classes"] == TINY_CLASSES
+
+    reply = httpx.post(
+        f"{server}/v1/predict",
+        files={"image": ("shapes.png", shapes_png(), "image/png")},
+        data={"instruction": "find all the circles and squares", "score_thr": "0", "points": "[[30, 40]]"},
+        timeout=60,
+    )
+    assert reply.status_code == 200, reply.text
+    body = reply.json()
+    assert (body["task"], body["classes"]) == ("detect", ["circle", "square"])
+    assert (body["width"], body["height"], body["points"]) == (160, 120, [[30, 40]])
+    assert "not available yet" in body["note"]  # the markers are returned, not used
+    assert body["objects"], "score_thr 0 keeps every decoded object"
+    for obj in body["objects"]:
+        assert set(obj) == COCO_KEYS and obj["file_name"] == "shapes.png" and obj["image_id"] == 0
+        assert obj["category_name"] in body["classes"] and len(obj["bbox"]) == 4
+
+    # JSON with a base64 image; segmentation adds the polygon and its RLE, as predictions.json does
+    image = base64.b64encode(shapes_png()).decode()
+    reply = httpx.post(
+        f"{server}/v1/predict",
+        json={"image": image, "instruction": "segment every circle", "score_thr": 0, "decode": "parallel"},
+        timeout=60,
+    )
+    assert reply.status_code == 200, reply.text
+    objects = reply.json()["objects"]
+    assert objects and all(set(obj) == COCO_KEYS | {"polygon", "segmentation"} for obj in objects)
+
+    schema = httpx.get(f"{server}/openapi.json").json()
+    assert set(schema["paths"]["/v1/predict"]["post"]["requestBody"]["content"]) == {
+        "multipart/form-data",
+        "application/json",
+    }
+
+
+def test_api_refuses_bad_requests_with_a_message(server: str):
+    def post(status: int, data: dict | None = None, image: bytes | None = None, **kwargs) -> str:
+        files = None if image is None else {"image": ("upload", image, "application/octet-stream")}
+        reply = httpx.post(f"{server}/v1/predict", data=data, files=files, timeout=60, **kwargs)
+        assert reply.status_code == status, reply.text
+        return reply.json()["error"]
+
+    find = {"instruction": "find all the circles"}
+    assert "not an image" in post(400, find, b"GIF89a, or so it says")
+    assert "cannot tell which task" in post(400, {"instruction": "hello there"}, shapes_png())
+    assert "region 0" in post(400, {**find, "regions": "[[50, 50, 10, 10]]"}, shapes_png())
+    assert "point 0" in post(400, {**find, "points": "[[500, 5]]"}, shapes_png())
+    assert "score_thr" in post(400, {**find, "score_thr": "2"}, shapes_png())
+    reply = httpx.post(f"{server}/v1/predict", json=find, timeout=60)
+    assert reply.status_code == 400 and '"image"' in reply.json()["error"]
+    noise = np.random.default_rng(0).integers(0, 256, (700, 700, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(noise).save(buffer, format="PNG")  # ~1.4 MiB of incompressible pixels
+    assert "MiB" in post(413, find, buffer.getvalue())
+    assert "megapixels" in post(413, find, shapes_png(1000, 600))
+    assert "content type" in post(415, content=b"{}", headers={"content-type": "text/plain"})
+    assert httpx.get(f"{server}/healthz").status_code == 200  # still up
+
+
+def test_load_bench_counts_requests_and_errors(server: str):
+    """bench/serve_load.py's measuring loop, shrunk: every request answered, the numbers consistent."""
+    spec = importlib.util.spec_from_file_location("serve_load", REPO / "bench/serve_load.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    fields = {"instruction": bench.INSTRUCTION, "score_thr": "0.3"}
+    row = bench.run_level(server, bench.test_image(), requests=6, concurrency=3, fields=fields)
+    assert (row["requests"], row["errors"]) == (6, 0)
+    assert 0 < row["p50_ms"] <= row["p95_ms"] and row["throughput"] > 0
+    assert bench.rss_mib(os.getpid()) > 10
+
+
+def find_chromium() -> str | None:
+    """Debian's chromium (``make test`` installs it as root), or $CHROMIUM."""
+    candidates = [os.environ.get("CHROMIUM"), "chromium", "chromium-browser", "google-chrome"]
+    return next((shutil.which(c) for c in candidates if c and shutil.which(c)), None)
+
+
+@pytest.mark.slow
+def test_browser_click_ask_and_see_the_overlay(server: str, tmp_path: Path):
+    """A person's session: upload, click a point, type, ask; the drawn result and its objects appear."""
+    playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    chromium = find_chromium()
+    if chromium is None:
+        pytest.skip("no chromium found (apt-get install chromium, or set $CHROMIUM)")
+    upload = tmp_path / "shapes.png"
+    upload.write_bytes(shapes_png())
+    expect = playwright_api.expect
+    with playwright_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 1100})
+            page.goto(server)
+            page.locator("#input-image input[type=file]").set_input_files(upload)
+            expect(page.locator("#status")).to_contain_text("160x120", timeout=30_000)
+            shown = page.locator("#input-image img").first
+            box = shown.bounding_box()
+            shown.click(position={"x": box["width"] * 0.25, "y": box["height"] * 0.35})
+            expect(page.locator("#markers")).to_contain_text("P1", timeout=30_000)
+            page.get_by_label("box", exact=True).check()  # box mode: two clicks are a box's opposite corners
+            shown.click(position={"x": box["width"] * 0.6, "y": box["height"] * 0.3})
+            expect(page.locator("#markers")).to_contain_text("second corner", timeout=30_000)
+            shown.click(position={"x": box["width"] * 0.9, "y": box["height"] * 0.9})
+            expect(page.locator("#markers")).to_contain_text("R1", timeout=30_000)
+            page.locator("#instruction textarea").fill("find all the circles and squares")
+            page.locator("#thr input[type=number]").fill("0")
+            page.locator("#submit").click()
+            result = page.locator("#result img").first
+            expect(result).to_be_visible(timeout=60_000)
+            expect(page.locator("#objects")).to_contain_text("category_name", timeout=30_000)
+            expect(page.locator("#status")).to_contain_text("not available yet")
+            expect(page.locator("#objects")).to_contain_text("shapes.png")
+            drawn = Image.open(io.BytesIO(page.request.get(result.get_attribute("src")).body()))
+            assert drawn.size == (512, 384)  # drawn over the upload, scaled up for its labels
+            assert (np.asarray(drawn.convert("RGB")) == (255, 0, 255)).all(axis=2).any()  # the point
+            page.screenshot(path=tmp_path / "serve_demo.png", full_page=True)
+            if os.environ.get("VISIONLLM_SCREENSHOTS") == "1":
+                shutil.copy(tmp_path / "serve_demo.png", REPO / "docs/images/serve_demo.png")
+
+            page.locator("#instruction textarea").fill("hello there")  # a bad instruction: a message
+            page.locator("#submit").click()
+            expect(page.locator("#status")).to_contain_text("cannot tell which task", timeout=30_000)
+        finally:
+            browser.close()

@@ -1,0 +1,206 @@
+"""What the web demo and the HTTP API share: one :class:`Predictor` behind a lock, the upload limits,
+the request's parameters and their checks, and the drawing of the user's markers.
+
+Both front ends call :meth:`ModelService.answer`, so an upload, an instruction or a marker that one of
+them refuses the other refuses with the same message (a :class:`RequestError` carrying its HTTP status).
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont, UnidentifiedImageError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from visionllm.apis import Prediction, Predictor, load_rgb
+from visionllm.evaluation.results import prediction_to_coco
+
+#: Region and point markers are drawn and returned, but no task reads them yet (issue #22).
+MARKERS_NOTE = (
+    "region and point tasks are not available yet: the markers are returned, "
+    "but the model answers the instruction alone"
+)
+MARKER_COLOUR = (255, 0, 255)
+
+
+class RequestError(ValueError):
+    """A request the server refuses (bad image, instruction, marker or field), with its HTTP status."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one request may hold: the upload's bytes, the image's pixels, the markers' count."""
+
+    max_upload_bytes: int = 20 * 2**20
+    max_pixels: int = 40_000_000
+    max_markers: int = 16
+
+
+class PredictParams(BaseModel):
+    """A prediction request's parameters, the image aside (the API's JSON body adds it as base64)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    instruction: str | None = Field(
+        None, max_length=2000, description='free-form, e.g. "find all the circles and squares"'
+    )
+    task: Literal["detect", "segment", "ground"] | None = Field(
+        None, description="overrides the task the instruction asks for"
+    )
+    classes: list[str] | None = Field(None, description="overrides the instruction's class names")
+    phrase: str | None = Field(None, max_length=500, description="a grounding request's referring phrase")
+    regions: list[tuple[float, float, float, float]] = Field(
+        default_factory=list, description="boxes [x1, y1, x2, y2] in image pixels (returned, not yet used)"
+    )
+    points: list[tuple[float, float]] = Field(
+        default_factory=list, description="points [x, y] in image pixels (returned, not yet used)"
+    )
+    score_thr: float = Field(0.3, ge=0.0, le=1.0, description="leave out objects scoring less")
+    decode: Literal["parallel", "autoregressive", "tokens"] | None = Field(
+        None, description="the decoder (default: the model's)"
+    )
+
+    @classmethod
+    def parse(cls, fields: dict[str, Any]) -> PredictParams:
+        """Validated parameters, or a 400 :class:`RequestError` naming each bad field."""
+        try:
+            return cls.model_validate(fields)
+        except ValidationError as error:
+            problems = "; ".join(
+                f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in error.errors()
+            )
+            raise RequestError(f"invalid request: {problems}") from None
+
+
+def decode_image(data: bytes, limits: Limits) -> np.ndarray:
+    """An uploaded file's bytes -> (H, W, 3) uint8 RGB, upright per its EXIF orientation. Refuses (413)
+    a file or an image over the limits, checking the pixel count from the header before decoding, and
+    (400) anything that is not a readable image."""
+    if len(data) > limits.max_upload_bytes:
+        raise RequestError(
+            f"the upload is {len(data) / 2**20:.1f} MiB; the limit is "
+            f"{limits.max_upload_bytes / 2**20:g} MiB (visionllm serve --max-upload-mb)",
+            413,
+        )
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            width, height = image.size
+            if width * height > limits.max_pixels:
+                raise RequestError(
+                    f"the image is {width}x{height} = {width * height / 1e6:.1f} megapixels; the limit is "
+                    f"{limits.max_pixels / 1e6:g} (visionllm serve --max-pixels): scale it down",
+                    413,
+                )
+            return load_rgb(image)
+    except RequestError:
+        raise
+    except UnidentifiedImageError:
+        raise RequestError("the upload is not an image (send a PNG, JPEG, WebP, BMP or GIF file)") from None
+    except Image.DecompressionBombError as error:
+        raise RequestError(f"the image is too large: {error}", 413) from None
+    except (OSError, SyntaxError, ValueError) as error:
+        raise RequestError(f"the image cannot be decoded (truncated or corrupt?): {error}") from None
+
+
+def check_markers(params: PredictParams, width: int, height: int, limits: Limits) -> None:
+    """Refuse (400) markers outside the image, empty regions or too many markers."""
+    if len(params.regions) + len(params.points) > limits.max_markers:
+        raise RequestError(f"at most {limits.max_markers} regions and points together")
+    for k, (x1, y1, x2, y2) in enumerate(params.regions):
+        if not (0 <= x1 < x2 <= width and 0 <= y1 < y2 <= height):
+            raise RequestError(
+                f"region {k} [{x1:g}, {y1:g}, {x2:g}, {y2:g}] is not a box [x1, y1, x2, y2] with "
+                f"x1 < x2 and y1 < y2 inside the {width}x{height} image"
+            )
+    for k, (x, y) in enumerate(params.points):
+        if not (0 <= x <= width and 0 <= y <= height):
+            raise RequestError(f"point {k} [{x:g}, {y:g}] lies outside the {width}x{height} image")
+
+
+def draw_markers(
+    image: Image.Image,
+    regions: list[tuple[float, float, float, float]],
+    points: list[tuple[float, float]],
+    scale: float = 1.0,
+) -> Image.Image:
+    """``image`` with the user's regions (``R1``, ...) and points (``P1``, ...) drawn in magenta;
+    ``scale`` maps image pixels to ``image``'s (a drawing made larger than the upload)."""
+    image = image.convert("RGB")
+    draw = ImageDraw.Draw(image)
+    size = max(3, round(max(image.size) / 80))
+    font = ImageFont.load_default(size=max(12, 3 * size))
+    for k, box in enumerate(regions, 1):
+        x1, y1, x2, y2 = (v * scale for v in box)
+        draw.rectangle((x1, y1, x2, y2), outline=MARKER_COLOUR, width=max(2, size // 2))
+        draw.text((x1 + size, y1 + size), f"R{k}", fill=MARKER_COLOUR, font=font)
+    for k, (x, y) in enumerate(points, 1):
+        x, y = x * scale, y * scale
+        draw.ellipse((x - size, y - size, x + size, y + size), fill=MARKER_COLOUR, outline=(255, 255, 255))
+        draw.text((x + size + 2, y - 2 * size), f"P{k}", fill=MARKER_COLOUR, font=font)
+    return image
+
+
+class ModelService:
+    """One model in memory, answering one request at a time (a lock: the UI's queue and the API's
+    thread pool both end here), with the limits every upload is checked against."""
+
+    def __init__(self, predictor: Predictor, name: str, limits: Limits | None = None) -> None:
+        self.predictor = predictor
+        self.name = name
+        self.limits = limits or Limits()
+        self._lock = threading.Lock()
+
+    @property
+    def model(self):
+        return self.predictor.model
+
+    def info(self) -> dict[str, Any]:
+        """What ``/healthz`` and the UI's header tell about the model."""
+        return {
+            "checkpoint": self.name,
+            "classes": list(self.model.class_names),
+            "tasks": sorted(self.model.tasks),
+            "decode": self.model.decode_mode,
+        }
+
+    def answer(
+        self, pixels: np.ndarray, params: PredictParams, file_name: str | None = None
+    ) -> tuple[Prediction, dict[str, Any]]:
+        """Predict on an RGB image; the :class:`Prediction` and the response: the request's task and
+        classes, the markers, and ``objects`` in the ``predictions.json`` schema (``image_id`` 0)."""
+        height, width = pixels.shape[:2]
+        check_markers(params, width, height, self.limits)
+        try:
+            request = self.predictor.resolve(
+                params.instruction or None, task=params.task, classes=params.classes, phrase=params.phrase
+            )
+        except ValueError as error:
+            raise RequestError(str(error)) from None
+        with self._lock:
+            [prediction] = self.predictor.predict(
+                pixels, request, decode=params.decode, score_thr=params.score_thr
+            )
+        response = {
+            "task": request.task,
+            "classes": request.classes,
+            "decode": prediction.decode_mode,
+            "score_thr": params.score_thr,
+            "width": width,
+            "height": height,
+            "regions": [list(box) for box in params.regions],
+            "points": [list(point) for point in params.points],
+            "objects": [
+                {"file_name": file_name, **entry} for entry in prediction_to_coco(prediction, image_id=0)
+            ],
+        }
+        if params.regions or params.points:
+            response["note"] = MARKERS_NOTE
+        return prediction, response
