@@ -8,7 +8,7 @@ them refuses the other refuses with the same message (a :class:`RequestError` ca
 from __future__ import annotations
 
 import io
-import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -149,14 +149,16 @@ def draw_markers(
 
 
 class ModelService:
-    """One model in memory, answering one request at a time (a lock: the UI's queue and the API's
-    thread pool both end here), with the limits every upload is checked against."""
+    """One model in memory, answering one request at a time, with the limits every upload is checked
+    against. The model runs in one thread of its own, where the UI's and the API's requests queue: that
+    serializes them, and keeps the model's working memory in one thread's allocator arenas (a thread per
+    concurrent request grew the server's memory with the concurrency)."""
 
     def __init__(self, predictor: Predictor, name: str, limits: Limits | None = None) -> None:
         self.predictor = predictor
         self.name = name
         self.limits = limits or Limits()
-        self._lock = threading.Lock()
+        self._model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="visionllm-model")
 
     @property
     def model(self):
@@ -184,10 +186,9 @@ class ModelService:
             )
         except ValueError as error:
             raise RequestError(str(error)) from None
-        with self._lock:
-            [prediction] = self.predictor.predict(
-                pixels, request, decode=params.decode, score_thr=params.score_thr
-            )
+        [prediction] = self._model_thread.submit(
+            self.predictor.predict, pixels, request, decode=params.decode, score_thr=params.score_thr
+        ).result()
         response = {
             "task": request.task,
             "classes": request.classes,
