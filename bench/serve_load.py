@@ -156,6 +156,7 @@ def main() -> None:
             args.out,
             dict(
                 command="python " + " ".join(sys.argv),
+                date=time.strftime("%Y-%m-%d"),
                 checkpoint=args.checkpoint,
                 image="128x128 PNG",
                 instruction=INSTRUCTION,
