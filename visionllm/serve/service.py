@@ -1,4 +1,4 @@
-"""What the web demo and the HTTP API share: one :class:`Predictor` behind a lock, the upload limits,
+"""What the web demo and the HTTP API share: one :class:`Predictor` in a thread of its own, the upload limits,
 the request's parameters and their checks, and the drawing of the user's markers.
 
 Both front ends call :meth:`ModelService.answer`, so an upload, an instruction or a marker that one of
