@@ -1,0 +1,248 @@
+"""The agent: tools from type hints, plan validation (every bad plan), execution with a memory across
+turns."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from visionllm.agent import (
+    Executor,
+    Memory,
+    Object,
+    Objects,
+    ToolContext,
+    ToolRegistry,
+    default_registry,
+    parse_plan,
+)
+from visionllm.agent.builtin import compare, count, crop, describe, draw, mask_out, select
+from visionllm.structures import ObjectPrediction, Prediction
+from visionllm.tasks.base import Request
+
+REPO = Path(__file__).resolve().parents[1]
+STAR_SMALL = ObjectPrediction("star", 0.9, (10.0, 10.0, 30.0, 30.0), 0)
+STAR_LARGE = ObjectPrediction("star", 0.6, (60.0, 20.0, 120.0, 80.0), 0)
+CIRCLE = ObjectPrediction("circle", 0.8, (130.0, 5.0, 150.0, 25.0), 1)
+
+
+class FakePredictor:
+    """Answers every request with fixed objects of the requested classes (no model)."""
+
+    def __init__(self, objects: list[ObjectPrediction]) -> None:
+        self.objects = objects
+        self.calls: list[dict] = []
+
+    def predict(self, images, *, task, classes=None, phrase=None, score_thr=0.0) -> list[Prediction]:
+        self.calls.append(dict(task=task, classes=classes, phrase=phrase))
+        names = [phrase] if phrase else list(classes)
+        found = [o for o in self.objects if phrase or o.class_name in names]
+        height, width = images.shape[:2]
+        return [
+            Prediction(
+                request=Request(task=task, classes=names, text=""),
+                decode_mode="fake",
+                height=height,
+                width=width,
+                boxes=[o.box for o in found],
+                scores=[o.score for o in found],
+                class_indices=[0 if phrase else names.index(o.class_name) for o in found],
+                labels=[o.label for o in found],
+            )
+        ]
+
+
+@pytest.fixture
+def image() -> Image.Image:
+    picture = Image.new("RGB", (160, 100), (200, 190, 170))
+    ImageDraw.Draw(picture).rectangle((60, 20, 120, 80), fill=(30, 30, 200))
+    return picture
+
+
+def _memory(tmp_path: Path, image: Image.Image) -> Memory:
+    memory = Memory(tmp_path / "memory")
+    memory.set_input(image)
+    return memory
+
+
+# --- tools ---------------------------------------------------------------------------------------
+
+
+def test_tool_from_type_hints_and_docstring() -> None:
+    registry = ToolRegistry()
+
+    @registry.register
+    def brightest(ctx: ToolContext, image: Image.Image, objects: Objects, margin: int = 0) -> Object:
+        """The object whose box is brightest on average.
+
+        More text that the planner does not see.
+        """
+        return objects[0]
+
+    tool = registry["brightest"]
+    assert tool.description == "The object whose box is brightest on average."
+    assert tool.inputs == {"image": Image.Image, "objects": Objects, "margin": int}
+    assert tool.optional == {"margin"} and tool.output is Object and tool.context_arg == "ctx"
+    assert tool.signature() == "brightest(image: Image, objects: Objects, margin: int = optional) -> Object"
+    assert "brightest(" in registry.describe()
+    with pytest.raises(ValueError, match="already registered"):
+        registry.register(brightest)
+
+    def undocumented(objects: Objects) -> int:
+        return 0
+
+    def untyped(objects) -> int:
+        """Untyped."""
+
+    with pytest.raises(ValueError, match="docstring"):
+        registry.register(undocumented)
+    with pytest.raises(ValueError, match="'objects' needs a type hint"):
+        registry.register(untyped)
+
+
+def test_builtin_tools() -> None:
+    registry = default_registry()
+    names = {"detect", "segment", "ground", "select", "select_class", "count", "crop", "crop_each"}
+    assert names | {"mask_out", "blur", "draw", "describe", "compare"} == set(registry.tools)
+    assert registry["detect"].inputs == {"image": Image.Image, "classes": list[str]}
+    assert registry["ground"].output == Objects and registry["count"].output is int
+    assert all(registry[name].context_arg is None for name in ("crop", "draw", "select"))
+
+
+def test_image_and_object_operations(image: Image.Image) -> None:
+    objects = [STAR_SMALL, STAR_LARGE, CIRCLE]
+    assert select(objects, "largest") is STAR_LARGE and select(objects, "smallest") is STAR_SMALL
+    assert select(objects, "rightmost") is CIRCLE and select(objects, "topmost") is CIRCLE
+    assert select(objects, "best") is STAR_SMALL and count(objects) == 3
+    assert crop(image, STAR_LARGE).size == (60, 60)
+    masked = np.asarray(mask_out(image, [STAR_SMALL]))
+    assert masked[10:30, 10:30].max() == 0 and masked[50, 50].max() > 0
+    assert draw(image, objects).size == image.size
+    assert "larger than" in compare(STAR_LARGE, CIRCLE) and "left of" in compare(STAR_LARGE, CIRCLE)
+    assert describe(image, [STAR_SMALL]).startswith("1 object: star (0.90) at [10, 10, 30, 30], top left")
+    with pytest.raises(ValueError, match="nothing was found"):
+        select([], "largest")
+
+
+# --- plans ---------------------------------------------------------------------------------------
+
+DETECT = {"id": "s1", "tool": "detect", "args": {"image": "$input", "classes": ["star"]}}
+SELECT = {"id": "s2", "tool": "select", "args": {"objects": "$s1", "by": "largest"}}
+CROP = {"id": "s3", "tool": "crop", "args": {"image": "$input", "object": "$s2"}}
+
+
+def _with(step: dict, **args) -> dict:
+    return {**step, "args": {**step["args"], **args}}
+
+
+BAD_PLANS = {
+    "non-JSON": ('{"steps": [', "not JSON"),
+    "not a plan": ({"steps": [DETECT]}, 'keys "steps" and "answer"'),
+    "unknown tool": ({"steps": [{**DETECT, "tool": "caption"}], "answer": "$s1"}, "step 's1': unknown tool"),
+    "missing argument": (
+        {"steps": [{**DETECT, "args": {"image": "$input"}}], "answer": "$s1"},
+        "step 's1': the argument 'classes' of detect is missing",
+    ),
+    "extra argument": (
+        {"steps": [_with(DETECT, colour="red")], "answer": "$s1"},
+        "step 's1': detect has no argument 'colour'",
+    ),
+    "wrong literal type": (
+        {"steps": [_with(DETECT, classes="star")], "answer": "$s1"},
+        "step 's1': argument 'classes' must be list\\[str\\]",
+    ),
+    "literal outside a choice": (
+        {"steps": [DETECT, _with(SELECT, by="prettiest")], "answer": "$s2"},
+        "step 's2': argument 'by' must be 'largest'",
+    ),
+    "wrong reference type": (
+        {"steps": [DETECT, SELECT, _with(CROP, image="$s2")], "answer": "$s3"},
+        "step 's3': argument 'image' must be Image, but \\$s2 is Object",
+    ),
+    "dangling reference": (
+        {"steps": [DETECT, _with(SELECT, objects="$s9")], "answer": "$s2"},
+        "step 's2': argument 'objects' refers to \\$s9, which is no earlier step",
+    ),
+    "forward reference": (
+        {"steps": [DETECT, _with(SELECT, objects="$s3"), CROP], "answer": "$s3"},
+        "step 's2': argument 'objects' refers to \\$s3, a later step",
+    ),
+    "memory name absent": (
+        {"steps": [{"id": "s1", "tool": "count", "args": {"objects": "$last_objects"}}], "answer": "$s1"},
+        "refers to \\$last_objects",
+    ),
+    "duplicate id": (
+        {"steps": [DETECT, {**SELECT, "id": "s1"}], "answer": "$s1"},
+        "step 's1': the id is already",
+    ),
+    "bad answer": ({"steps": [DETECT], "answer": "s1"}, "\"answer\": 's1' is not a reference"),
+    "malformed step": ({"steps": [{"tool": "detect"}], "answer": "$s1"}, "step 1: a step is"),
+}
+
+
+@pytest.mark.parametrize("plan, error", BAD_PLANS.values(), ids=BAD_PLANS.keys())
+def test_bad_plans_are_rejected_before_running(plan, error: str) -> None:
+    with pytest.raises(ValueError, match=error):
+        parse_plan(plan, default_registry(), {"input": Image.Image})
+
+
+def test_valid_plan_from_json_text() -> None:
+    text = json.dumps({"steps": [DETECT, SELECT, CROP], "answer": ["$s3", "$s2"]})
+    plan = parse_plan(text, default_registry(), {"input": Image.Image})
+    assert [s.tool for s in plan.steps] == ["detect", "select", "crop"] and plan.answer == ["s3", "s2"]
+    assert plan.to_json() == json.loads(text)
+    assert parse_plan('{"decline": "no"}', default_registry(), {}).decline == "no"
+
+
+# --- execution -----------------------------------------------------------------------------------
+
+
+def test_execution_keeps_artifacts_across_turns(tmp_path: Path, image: Image.Image) -> None:
+    registry = default_registry()
+    predictor = FakePredictor([STAR_SMALL, STAR_LARGE, CIRCLE])
+    executor = Executor(registry, ToolContext(predictor))
+    memory = _memory(tmp_path, image)
+    plan = parse_plan({"steps": [DETECT, SELECT, CROP], "answer": "$s3"}, registry, memory.available())
+    first = executor.run(plan, memory)
+    assert predictor.calls == [dict(task="detect", classes=["star"], phrase=None)]
+    assert first.error is None and [entry.tool for entry in first.trace] == ["detect", "select", "crop"]
+    artifacts = [entry.artifact for entry in first.trace]
+    assert re.fullmatch(r"objects/[0-9a-f]{8}", artifacts[0]) and re.fullmatch(
+        r"object/[0-9a-f]{8}", artifacts[1]
+    )
+    assert re.fullmatch(r"image/[0-9a-f]{8}\.png", artifacts[2])
+    [crop_path] = first.image_paths
+    assert crop_path == str(memory.folder / artifacts[2]) and Image.open(crop_path).size == (60, 60)
+    stored = json.loads((memory.folder / f"{artifacts[0]}.json").read_text())
+    assert [o["class_name"] for o in stored] == ["star", "star"] and stored[1]["box"] == [60, 20, 120, 80]
+
+    # the next turn refers to "them" (the stars) and "it" (the largest) through the memory
+    assert set(memory.available()) == {"input", "last_image", "last_object", "last_objects"}
+    follow_up = {
+        "steps": [
+            {"id": "n", "tool": "count", "args": {"objects": "$last_objects"}},
+            {"id": "b", "tool": "blur", "args": {"image": "$input", "objects": "$last_object"}},
+        ],
+        "answer": ["$n", "$b"],
+    }
+    second = executor.run(parse_plan(follow_up, registry, memory.available()), memory)
+    assert second.text == "2" and len(second.image_paths) == 1 and Path(second.image_paths[0]).is_file()
+    assert len(predictor.calls) == 1  # nothing was detected again
+
+
+def test_a_failing_step_is_reported(tmp_path: Path, image: Image.Image) -> None:
+    registry = default_registry()
+    memory = _memory(tmp_path, image)
+    plan = parse_plan({"steps": [DETECT, SELECT], "answer": "$s2"}, registry, memory.available())
+    result = Executor(registry, ToolContext(FakePredictor([]))).run(plan, memory)
+    assert (
+        result.error == "step 's2' (select) failed: ValueError: there is no largest object: nothing was found"
+    )
+    assert [entry.error is None for entry in result.trace] == [True, False]
+    no_model = Executor(registry, ToolContext(None)).run(plan, memory)
+    assert "needs the model" in no_model.error

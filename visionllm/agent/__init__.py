@@ -1,0 +1,14 @@
+"""Chained requests over the model's tasks: typed tools, JSON plans validated before they run, an
+executor with a per-conversation memory, a rule-based planner, and :class:`Agent` (see docs/agent.md)."""
+
+from visionllm.agent.builtin import default_registry
+from visionllm.agent.executor import Executor, Result, TraceEntry
+from visionllm.agent.memory import Memory
+from visionllm.agent.plan import Plan, Step, parse_plan
+from visionllm.agent.tools import Object, Objects, Tool, ToolContext, ToolRegistry, tool_from_function
+
+__all__ = [
+    "Executor", "Memory", "Object", "Objects", "Plan", "Result",
+    "Step", "Tool", "ToolContext", "ToolRegistry", "TraceEntry", "default_registry", "parse_plan",
+    "tool_from_function",
+]  # fmt: skip
