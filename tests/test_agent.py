@@ -1,5 +1,5 @@
 """The agent: tools from type hints, plan validation (every bad plan), execution with a memory across
-turns."""
+turns, the rule-based planner's plans, declines, and one chat with a tiny random-weight model."""
 
 from __future__ import annotations
 
@@ -12,10 +12,12 @@ import pytest
 from PIL import Image, ImageDraw
 
 from visionllm.agent import (
+    Agent,
     Executor,
     Memory,
     Object,
     Objects,
+    RulePlanner,
     ToolContext,
     ToolRegistry,
     default_registry,
@@ -246,3 +248,131 @@ def test_a_failing_step_is_reported(tmp_path: Path, image: Image.Image) -> None:
     assert [entry.error is None for entry in result.trace] == [True, False]
     no_model = Executor(registry, ToolContext(None)).run(plan, memory)
     assert "needs the model" in no_model.error
+
+
+# --- the rule-based planner ----------------------------------------------------------------------
+
+PLANS = {
+    "find the stars": [("detect", {"classes": ["star"]}), ("draw", {"objects": "$s1"})],
+    "Find all the stars and circles.": [("detect", {"classes": ["star", "circle"]}), ("draw", {})],
+    "segment every circle": [("segment", {"classes": ["circle"]}), ("draw", {})],
+    "where is the red star?": [("ground", {"phrase": "the red star"}), ("draw", {})],
+    "How many squares are there?": [("detect", {"classes": ["square"]}), ("count", {"objects": "$s1"})],
+    "find the stars, then crop the largest one": [
+        ("detect", {"classes": ["star"]}),
+        ("select", {"objects": "$s1", "by": "largest"}),
+        ("crop", {"image": "$input", "object": "$s2"}),
+    ],
+    "find the stars and count them": [("detect", {"classes": ["star"]}), ("count", {"objects": "$s1"})],
+    "detect the circles then blur each of them": [
+        ("detect", {"classes": ["circle"]}),
+        ("blur", {"image": "$input", "objects": "$s1"}),
+    ],
+    "find the squares; mask out the leftmost one": [
+        ("detect", {}),
+        ("select", {"by": "leftmost"}),
+        ("mask_out", {"objects": "$s2"}),
+    ],
+    "find the largest star": [("detect", {"classes": ["star"]}), ("select", {"by": "largest"}), ("draw", {})],
+    "segment the circles, then describe them": [("segment", {}), ("describe", {"objects": "$s1"})],
+    "find stars and circles then compare the largest and the smallest": [
+        ("detect", {"classes": ["star", "circle"]}),
+        ("select", {"by": "largest"}),
+        ("select", {"by": "smallest"}),
+        ("compare", {"a": "$s2", "b": "$s3"}),
+    ],
+    "count the squares": [("detect", {"classes": ["square"]}), ("count", {})],
+    "find stars and circles, then crop each circle": [
+        ("detect", {"classes": ["star", "circle"]}),
+        ("select_class", {"objects": "$s1", "class_name": "circle"}),
+        ("crop_each", {"objects": "$s2"}),
+    ],
+    "Could you please draw boxes around the stars?": [("detect", {"classes": ["star"]}), ("draw", {})],
+    "find the stars, blur the rightmost one and then draw them": [
+        ("detect", {}),
+        ("select", {"by": "rightmost"}),
+        ("blur", {"image": "$input", "objects": "$s2"}),
+        ("draw", {"image": "$s3", "objects": "$s1"}),
+    ],
+}
+
+
+def _check_plan(plan: dict, expected: list[tuple[str, dict]]) -> None:
+    assert [step["tool"] for step in plan["steps"]] == [tool for tool, _ in expected], plan
+    for step, (_, args) in zip(plan["steps"], expected):
+        assert step["args"] | args == step["args"], (step, args)
+
+
+@pytest.mark.parametrize("request_text", PLANS)
+def test_rule_planner(request_text: str) -> None:
+    plan = RulePlanner(["star", "circle", "square"]).plan(request_text)
+    _check_plan(plan, PLANS[request_text])
+    parse_plan(plan, default_registry(), {"input": Image.Image})  # every plan it writes is valid
+
+
+def test_rule_planner_answers() -> None:
+    planner = RulePlanner()
+    assert planner.plan("find the stars")["answer"] == ["$s1", "$s2"]  # the objects and their drawing
+    assert planner.plan("find the stars then count them and crop each")["answer"] == ["$s2", "$s3"]
+
+
+FOLLOW_UPS = {
+    "how many are there?": [("count", {"objects": "$last_objects"})],
+    "crop the largest one": [("select", {"objects": "$last_objects"}), ("crop", {"object": "$s1"})],
+    "now blur them": [("blur", {"image": "$input", "objects": "$last_objects"})],
+    "crop it": [("crop_each", {"objects": "$last_objects"})],  # "it" is several objects: each
+    "count the circles": [
+        ("select_class", {"objects": "$last_objects", "class_name": "circle"}),
+        ("count", {}),
+    ],
+    "count the squares": [("detect", {"classes": ["square"]}), ("count", {"objects": "$s1"})],
+}
+
+
+@pytest.mark.parametrize("request_text", FOLLOW_UPS)
+def test_rule_planner_follow_ups(tmp_path: Path, image: Image.Image, request_text: str) -> None:
+    memory = _memory(tmp_path, image)
+    memory.remember([STAR_SMALL, STAR_LARGE, CIRCLE])
+    _check_plan(RulePlanner().plan(request_text, memory), FOLLOW_UPS[request_text])
+
+
+@pytest.mark.parametrize(
+    "request_text",
+    ["What is the weather like today?", "translate this", "find the stars, then sing", "crop it"],
+)
+def test_rule_planner_declines(request_text: str) -> None:
+    plan = RulePlanner().plan(request_text)  # "crop it" with nothing found before
+    assert set(plan) == {"decline"} and "I can find" in plan["decline"]
+
+
+# --- the agent -----------------------------------------------------------------------------------
+
+
+def test_agent_conversation_with_follow_ups(tmp_path: Path, image: Image.Image) -> None:
+    predictor = FakePredictor([STAR_SMALL, STAR_LARGE, CIRCLE])
+    agent = Agent(predictor, memory_dir=tmp_path)
+    reply = agent.chat(image, "find the stars, then crop the largest one")
+    assert reply.error is None and Image.open(reply.image_path).size == (60, 60)
+    assert [entry.tool for entry in reply.trace] == ["detect", "select", "crop"]
+    assert agent.chat(None, "how many are there?").text == "2"
+    assert agent.chat(None, "describe it").text.startswith("1 object: star (0.60)")
+    declined = agent.chat(None, "what is the weather?")
+    assert "I cannot do" in declined.text and declined.trace == [] and declined.image_path is None
+    agent.chat(Image.new("RGB", (50, 50)), "hello")  # a new image: "them" no longer means the stars
+    assert "nothing to act on" in agent.chat(None, "count them").text
+
+
+def test_agent_chat_with_a_tiny_model(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    """End to end with a random-weight model: the structure of the replies, not their accuracy."""
+    from visionllm.apis import Predictor
+
+    predictor = Predictor.from_checkpoint(REPO / "configs/visionllm_tiny_synthetic.py", tiny_checkpoint)
+    agent = Agent(predictor, memory_dir=tmp_path, score_thr=0.0)
+    picture = Image.new("RGB", (200, 120), (200, 190, 170))
+    ImageDraw.Draw(picture).ellipse((20, 20, 80, 80), fill=(200, 30, 30))
+    reply = agent.chat(picture, "find the circles and squares, then draw them")
+    assert reply.error is None, reply.text
+    assert [entry.tool for entry in reply.trace] == ["detect", "draw"]
+    assert Image.open(reply.image_path).size == (200, 120)
+    found = len(agent.memory.current["last_objects"])
+    assert agent.chat(None, "how many are there?").text == str(found)
