@@ -257,6 +257,11 @@ PLANS = {
     "Find all the stars and circles.": [("detect", {"classes": ["star", "circle"]}), ("draw", {})],
     "segment every circle": [("segment", {"classes": ["circle"]}), ("draw", {})],
     "where is the red star?": [("ground", {"phrase": "the red star"}), ("draw", {})],
+    "where is the red star? crop it": [
+        ("ground", {"phrase": "the red star"}),
+        ("select", {"objects": "$s1", "by": "best"}),
+        ("crop", {"object": "$s2"}),
+    ],
     "How many squares are there?": [("detect", {"classes": ["square"]}), ("count", {"objects": "$s1"})],
     "find the stars, then crop the largest one": [
         ("detect", {"classes": ["star"]}),

@@ -76,6 +76,7 @@ class _Builder:
         self.objects: str | None = None  # the reference of the objects found so far in this plan
         self.classes: list[str] = []  # the classes they were asked for
         self.selected: str | None = None  # the last single object picked
+        self.grounded = False  # whether the objects are a referring phrase's matches
         self.image = "$input"  # what image operations draw on (blurs and drawings chain)
         self.texts: list[str] = []
         self.pictures: list[str] = []
@@ -88,6 +89,7 @@ class _Builder:
     def find(self, task: str, names: list[str]) -> str:
         arg = {"phrase": names[0]} if task == "ground" else {"classes": names}
         self.objects, self.classes, self.selected = self.add(task, image="$input", **arg), names, None
+        self.grounded = task == "ground"
         return self.objects
 
     def source(self, names: list[str]) -> str:
@@ -113,6 +115,9 @@ class _Builder:
             return self.selected
         if it and not names:
             if self.selected:
+                return self.selected
+            if self.grounded:  # "where is the red car? crop it": the phrase's best match
+                self.selected = self.add("select", objects=self.objects, by="best")
                 return self.selected
             if self.objects:
                 return self.objects
