@@ -367,6 +367,23 @@ def test_agent_conversation_with_follow_ups(tmp_path: Path, image: Image.Image) 
     assert "nothing to act on" in agent.chat(None, "count them").text
 
 
+def test_agent_runs_a_hand_written_plan_with_a_custom_tool(tmp_path: Path, image: Image.Image) -> None:
+    agent = Agent(FakePredictor([STAR_SMALL, STAR_LARGE]), memory_dir=tmp_path)
+
+    @agent.registry.register
+    def widest(objects: Objects) -> Object:
+        """The object with the widest box."""
+        return max(objects, key=lambda obj: obj.box[2] - obj.box[0])
+
+    agent.chat(image, "find the stars")
+    reply = agent.run(
+        '{"steps": [{"id": "w", "tool": "widest", "args": {"objects": "$last_objects"}}], "answer": "$w"}'
+    )
+    assert reply.text == "star (0.60) at [60, 20, 120, 80]" and reply.plan["answer"] == ["$w"]
+    invalid = agent.run({"steps": [{"id": "w", "tool": "widest", "args": {}}], "answer": "$w"})
+    assert invalid.error.startswith("invalid plan: step 'w': the argument 'objects' of widest is missing")
+
+
 def test_agent_chat_with_a_tiny_model(tiny_checkpoint: Path, tmp_path: Path) -> None:
     """End to end with a random-weight model: the structure of the replies, not their accuracy."""
     from visionllm.apis import Predictor

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -75,22 +74,22 @@ class Agent:
             self.memory.set_input(Image.fromarray(np.ascontiguousarray(load_rgb(image))))
         elif "input" not in self.memory.current:
             return Reply(text="Give me an image first.", error="no image")
-        raw = self.planner.plan(text, self.memory)
+        return self.run(self.planner.plan(text, self.memory))
+
+    def run(self, raw: str | dict) -> Reply:
+        """Validate and run a plan (JSON text or dict, e.g. one written by hand for a custom tool) in
+        this conversation; an invalid plan is reported, never run."""
         try:
             plan = parse_plan(raw, self.registry, self.memory.available())
         except ValueError as error:
-            message = f"the planner wrote an invalid plan: {error}"
-            return Reply(text=message, plan=raw, error=message)
+            message = f"invalid plan: {error}"
+            return Reply(text=message, plan=raw if isinstance(raw, dict) else {}, error=message)
         result = self.executor.run(plan, self.memory)
         return Reply(
             text=result.text,
             image_path=result.image_paths[-1] if result.image_paths else None,
             image_paths=result.image_paths,
-            plan=raw,
+            plan=plan.to_json(),
             trace=result.trace,
             error=result.error,
         )
-
-    @property
-    def memory_dir(self) -> Path:
-        return self.memory.folder
