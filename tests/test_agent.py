@@ -292,6 +292,12 @@ PLANS = {
         ("select_class", {"objects": "$s1", "class_name": "circle"}),
         ("crop_each", {"objects": "$s2"}),
     ],
+    "find stars and circles, then crop the circle on the left": [
+        ("detect", {"classes": ["star", "circle"]}),
+        ("select_class", {"objects": "$s1", "class_name": "circle"}),
+        ("select", {"objects": "$s2", "by": "leftmost"}),
+        ("crop", {"object": "$s3"}),
+    ],
     "Could you please draw boxes around the stars?": [("detect", {"classes": ["star"]}), ("draw", {})],
     "find the stars, blur the rightmost one and then draw them": [
         ("detect", {}),

@@ -54,7 +54,7 @@ _SELECTORS = {
 _SELECTOR = re.compile(rf"\b(?:{'|'.join(f'(?P<{k}>{v})' for k, v in _SELECTORS.items())})\b")
 _IT = re.compile(r"\b(?:it|that one|this one)\b")
 _NOISE = re.compile(
-    r"\b(?:(?:a |the )?(?:bounding )?(?:boxes|box|circles?|rings?) (?:around|on)|in (?:the|this) "
+    r"\b(?:(?:a |the )?(?:bounding )?(?:boxes|box|circles?|rings?) (?:around|over)|in (?:the|this) "
     r"(?:image|picture|photo)|the (?:image|picture|photo)|for me|please|one|ones|of them|out|"
     r"are there|is there|there|me|each|every|all|them|they|those|these|it|that|this)\b"
 )
