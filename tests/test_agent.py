@@ -24,7 +24,7 @@ from visionllm.agent import (
     parse_plan,
 )
 from visionllm.agent.builtin import compare, count, crop, describe, draw, mask_out, select
-from visionllm.structures import ObjectPrediction, Prediction
+from visionllm.structures import ObjectPrediction, Prediction, polygons_to_rle
 from visionllm.tasks.base import Request
 
 REPO = Path(__file__).resolve().parents[1]
@@ -125,6 +125,15 @@ def test_image_and_object_operations(image: Image.Image) -> None:
     masked = np.asarray(mask_out(image, [STAR_SMALL]))
     assert masked[10:30, 10:30].max() == 0 and masked[50, 50].max() > 0
     assert draw(image, objects).size == image.size
+    outline = [60.0, 20.0, 120.0, 20.0, 90.0, 80.0]
+    triangle = ObjectPrediction(
+        "triangle", 0.7, (60.0, 20.0, 120.0, 80.0), 2, polygons_to_rle([outline], 100, 160), outline
+    )
+    assert np.asarray(draw(image, [triangle])).std() > 0
+    assert (
+        np.asarray(mask_out(image, [triangle]))[25, 90].max() == 0
+    )  # inside the outline, not its box corner
+    assert np.asarray(mask_out(image, [triangle]))[75, 62].max() > 0
     assert "larger than" in compare(STAR_LARGE, CIRCLE) and "left of" in compare(STAR_LARGE, CIRCLE)
     assert describe(image, [STAR_SMALL]).startswith("1 object: star (0.90) at [10, 10, 30, 30], top left")
     with pytest.raises(ValueError, match="nothing was found"):
@@ -343,7 +352,7 @@ FOLLOW_UPS = {
 @pytest.mark.parametrize("request_text", FOLLOW_UPS)
 def test_rule_planner_follow_ups(tmp_path: Path, image: Image.Image, request_text: str) -> None:
     memory = _memory(tmp_path, image)
-    memory.remember([STAR_SMALL, STAR_LARGE, CIRCLE])
+    memory.remember([STAR_SMALL, STAR_LARGE, CIRCLE], Objects)
     _check_plan(RulePlanner().plan(request_text, memory), FOLLOW_UPS[request_text])
 
 

@@ -126,7 +126,7 @@ def blur(image: Image.Image, objects: Objects, radius: int = 8) -> Image.Image:
 def draw(image: Image.Image, objects: Objects) -> Image.Image:
     """The image with the objects' boxes, outlines and labels drawn on it."""
     classes = list(dict.fromkeys(obj.class_name for obj in objects))
-    shaped = bool(objects) and all(obj.mask is not None for obj in objects)
+    shaped = bool(objects) and all(obj.mask is not None and obj.polygons for obj in objects)
     prediction = Prediction(
         request=Request(task="detect", classes=classes, text=""),
         decode_mode="agent",
@@ -136,7 +136,7 @@ def draw(image: Image.Image, objects: Objects) -> Image.Image:
         scores=[obj.score for obj in objects],
         class_indices=[classes.index(obj.class_name) for obj in objects],
         labels=[obj.label for obj in objects],
-        polygons=[obj.polygons[0] if obj.polygons else [] for obj in objects] if shaped else None,
+        polygons=[obj.polygons[0] for obj in objects] if shaped else None,
         masks=[obj.mask for obj in objects] if shaped else None,
     )
     return draw_predictions(np.asarray(image.convert("RGB")), prediction, min_size=0)

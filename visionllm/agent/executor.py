@@ -80,7 +80,7 @@ class Executor:
             entry.seconds = time.perf_counter() - start
             entry.artifact = memory.store(output)
             values[step.id] = output
-            memory.remember(output)
+            memory.remember(output, tool.output)
         texts, images = [], []
         for name in plan.answer:
             value = values[name]

@@ -89,13 +89,13 @@ class Memory:
             self.current = {"input": image}
         return name
 
-    def remember(self, value: Any) -> None:
-        """Update what "it" and "them" refer to with a step's output."""
-        if isinstance(value, Image.Image):
+    def remember(self, value: Any, kind: Any) -> None:
+        """Update what "it" and "them" refer to with a step's output of the tool output type ``kind``."""
+        if kind is Image.Image:
             self.current["last_image"] = value
-        elif isinstance(value, ObjectPrediction):
+        elif kind is Object:
             self.current["last_object"] = value
-        elif isinstance(value, list) and all(isinstance(v, ObjectPrediction) for v in value):
+        elif kind == Objects:
             self.current["last_objects"] = value
             if len(value) == 1:
                 self.current["last_object"] = value[0]
