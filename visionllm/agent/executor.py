@@ -21,6 +21,8 @@ from visionllm.structures import ObjectPrediction
 
 @dataclass
 class TraceEntry:
+    """One step as it ran: its arguments as written, its output's name in the memory, its time or error."""
+
     step: str
     tool: str
     args: dict[str, Any]
@@ -31,6 +33,8 @@ class TraceEntry:
 
 @dataclass
 class Result:
+    """A run's answer (text, answered images' files), its trace, and the failing step's message."""
+
     text: str
     image_paths: list[str] = field(default_factory=list)
     trace: list[TraceEntry] = field(default_factory=list)

@@ -49,7 +49,8 @@ def _kind(value: Any) -> str:
 
 
 class Memory:
-    """The artifacts of one conversation (in ``folder``, a new temporary one by default)."""
+    """The artifacts of one conversation (in ``folder``, a new temporary one by default): ``artifacts``
+    maps each stable name to its image or JSON-able value, ``current`` the memory names to theirs."""
 
     def __init__(self, folder: str | Path | None = None) -> None:
         self.folder = Path(folder or tempfile.mkdtemp(prefix="visionllm-agent-"))
@@ -69,7 +70,7 @@ class Memory:
         if isinstance(value, list) and value and all(isinstance(v, Image.Image) for v in value):
             return ",".join(self.store(v) for v in value)
         data = to_jsonable(value)
-        text = json.dumps(data, sort_keys=True)
+        text = json.dumps(data, sort_keys=True, default=str)  # a custom tool's odd value: its str
         name = f"{_kind(value)}/{hashlib.sha1(text.encode()).hexdigest()[:8]}"
         (self.folder / name).parent.mkdir(parents=True, exist_ok=True)
         (self.folder / f"{name}.json").write_text(text)

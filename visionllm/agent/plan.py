@@ -25,6 +25,8 @@ _STEP_ID = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 
 @dataclass
 class Step:
+    """One validated step: ``args`` as written (references still ``"$name"``)."""
+
     id: str
     tool: str
     args: dict[str, Any]
