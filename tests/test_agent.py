@@ -413,3 +413,8 @@ def test_agent_chat_with_a_tiny_model(tiny_checkpoint: Path, tmp_path: Path) -> 
     assert Image.open(reply.image_path).size == (200, 120)
     found = len(agent.memory.current["last_objects"])
     assert agent.chat(None, "how many are there?").text == str(found)
+    blurred = agent.chat(None, "segment the triangles, then blur them")
+    assert [entry.tool for entry in blurred.trace] == ["segment", "blur"] and blurred.error is None
+    assert all(obj.mask is not None for obj in agent.memory.current["last_objects"])
+    ungrounded = agent.chat(None, "where is the red circle?")  # a task this model was not trained for
+    assert ungrounded.error.startswith("step 's1' (ground) failed: ValueError: the instruction asks for")
