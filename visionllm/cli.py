@@ -57,7 +57,7 @@ from visionllm.engine.launch import (
     use_time_budget,
 )
 from visionllm.evaluation.results import prediction_to_coco
-from visionllm.fileio import read_checkpoint, write_json_atomic
+from visionllm.fileio import checkpoint_classes, read_checkpoint, write_json_atomic
 from visionllm.models.visionllm import DECODE_MODES
 
 #: What a command-line user can cause and fix: a missing or malformed file, a bad field, argument or
@@ -211,12 +211,12 @@ def train_command(args: argparse.Namespace) -> int:
 
 def test_command(args: argparse.Namespace) -> int:
     """``visionllm test``: the checkpoint's own config and classes, on ``--data`` or its validation set."""
-    checkpoint = read_checkpoint(args.checkpoint)
+    checkpoint = read_checkpoint(args.checkpoint, lazy=True)  # config and classes; the Runner loads weights
     cfg = Config.fromfile(args.config) if args.config else config_from_checkpoint(checkpoint, args.checkpoint)
     cfg.work_dir = args.work_dir or str(Path(args.checkpoint).resolve().parent)
     apply_options(cfg, args.cfg_options)
     if args.data:
-        classes = list(checkpoint.get("meta", {}).get("dataset_meta", {}).get("classes") or [])
+        classes = checkpoint_classes(checkpoint)
         if not classes:
             raise ValueError(
                 f"{args.checkpoint}: the checkpoint does not name its classes (meta.dataset_meta)"
@@ -224,7 +224,6 @@ def test_command(args: argparse.Namespace) -> int:
         ann_file, image_dir = prepare_test_data(args.data, Path(cfg.work_dir) / "test_data", classes)
         use_test_data(cfg, ann_file, image_dir, classes)
         print(f"test data: {ann_file} (images in {image_dir})")
-    del checkpoint  # the Runner loads it again, into the model
     if args.decode:
         cfg.model.decode_mode = args.decode
     metrics = run_testing(cfg, args.checkpoint, out=args.out)

@@ -11,6 +11,8 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from visionllm.mmengine_private import _load_checkpoint
 
 #: Suffix of the temporary files that atomic writes rename into place.
@@ -55,15 +57,24 @@ def write_json_atomic(data: Any, path: str | os.PathLike) -> None:
     atomic_write(json.dumps(data, separators=(",", ":")).encode(), path)
 
 
-def read_checkpoint(path: str | os.PathLike) -> dict:
+def read_checkpoint(path: str | os.PathLike, lazy: bool = False) -> dict:
     """An mmengine checkpoint file, loaded on the CPU with ``weights_only`` (the compat allow-list).
-    A missing, empty, truncated or foreign file, or one holding objects outside the allow-list, is a
-    ValueError that names it."""
+    ``lazy`` leaves the tensors on disk (memory-mapped), for a caller that reads only ``meta`` before the
+    Runner loads the weights itself. A missing, empty, truncated or foreign file, or one holding objects
+    outside the allow-list, is a ValueError that names it."""
     check_checkpoint_file(path)
     try:
+        if lazy:
+            return torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
         return _load_checkpoint(str(path), map_location="cpu", logger="silent")
     except (RuntimeError, EOFError, pickle.UnpicklingError) as error:
         raise ValueError(f"{path}: cannot load the checkpoint: {error}") from error
+
+
+def checkpoint_classes(checkpoint: dict) -> list[str]:
+    """The class list a checkpoint was trained on (mmengine saves the dataset's in ``meta.dataset_meta``);
+    [] when it names none."""
+    return list(checkpoint.get("meta", {}).get("dataset_meta", {}).get("classes") or [])
 
 
 def check_checkpoint_file(path: str | os.PathLike) -> None:

@@ -29,7 +29,7 @@ from PIL import Image, ImageOps
 from visionllm.data.loading import UNREADABLE_IMAGE_ERRORS, read_rgb
 from visionllm.engine.checkpoint import restore_pretrained_frozen
 from visionllm.engine.launch import apply_options, config_from_checkpoint
-from visionllm.fileio import read_checkpoint
+from visionllm.fileio import checkpoint_classes, read_checkpoint
 from visionllm.instructions import resolve_instruction
 from visionllm.mmengine_private import _load_checkpoint_to_model
 from visionllm.models.visionllm import VisionLLM
@@ -124,9 +124,9 @@ class Predictor:
         # mmengine's load_checkpoint in its two steps, with the left-out frozen weights put back between
         restore_pretrained_frozen(model, loaded)
         _load_checkpoint_to_model(model, loaded, strict=True, logger="silent")
-        classes = loaded.get("meta", {}).get("dataset_meta", {}).get("classes")
+        classes = checkpoint_classes(loaded)
         if classes:
-            model.class_names = list(classes)
+            model.class_names = classes
         return cls(model.to(device), cfg)
 
     def resolve(

@@ -13,6 +13,7 @@ from mmengine.model import is_model_wrapper
 from torch import nn
 from tqdm import tqdm
 
+from visionllm.fileio import checkpoint_classes
 from visionllm.mmengine_private import configured_dataloader, set_max_iters
 from visionllm.registry import HOOKS
 
@@ -44,18 +45,18 @@ class ClassNamesHook(Hook):
                 return
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
-        trained_on = checkpoint.get("meta", {}).get("dataset_meta", {}).get("classes")
+        trained_on = checkpoint_classes(checkpoint)
         if not trained_on or configured_dataloader(runner, "train") is not None:
             return
-        unwrap_model(runner.model).class_names = list(trained_on)
+        unwrap_model(runner.model).class_names = trained_on
         for split in ("val", "test"):
             if configured_dataloader(runner, split) is None:
                 continue
             dataset = getattr(runner, f"{split}_dataloader").dataset
             classes = list(dataset.metainfo["classes"])
-            if classes != list(trained_on):
+            if classes != trained_on:
                 raise ValueError(
-                    f"the checkpoint was trained on the classes {list(trained_on)}, but the {split} data "
+                    f"the checkpoint was trained on the classes {trained_on}, but the {split} data "
                     f"({getattr(dataset, 'ann_file', '?')}) has {classes}; evaluate on data with the "
                     "checkpoint's classes (`visionllm test --data` selects them by name)"
                 )
