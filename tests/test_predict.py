@@ -177,3 +177,15 @@ def test_cli_reports_an_unsupported_instruction(
     arguments = ["predict", str(image_dir), "--config", str(CONFIG), "--checkpoint", str(checkpoint)]
     assert main([*arguments, "--instruction", "tell me a joke"]) == 2
     assert capsys.readouterr().err.startswith("visionllm: error: cannot tell which task")
+
+
+def test_cli_numbers_images_by_their_place_in_the_input(
+    checkpoint: Path, image_dir: Path, tmp_path: Path
+) -> None:
+    """An image given twice is two inputs: image ids 0 and 1, one drawing each (``-<index>`` stems)."""
+    image = str(image_dir / "shapes.png")
+    arguments = ["predict", image, image, "--config", str(CONFIG), "--checkpoint", str(checkpoint)]
+    assert main([*arguments, "--out-dir", str(tmp_path), "--score-thr", "0", "--batch-size", "2"]) == 0
+    entries = json.loads((tmp_path / "predictions.json").read_text())
+    assert {entry["image_id"] for entry in entries} == {0, 1}
+    assert sorted(p.name for p in tmp_path.glob("*.png")) == ["shapes-0.png", "shapes-1.png"]

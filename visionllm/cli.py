@@ -246,20 +246,20 @@ def predict_command(args: argparse.Namespace) -> int:
     request = predictor.resolve(args.instruction, task=args.task, classes=args.classes, phrase=args.phrase)
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    stems = dict(zip(map(str, images), _unique_stems(images)))
+    stems = _unique_stems(images)
     entries, skipped, drawn = [], [], 0
     with tqdm(total=len(images), desc="predicting", unit="image", file=sys.stderr, leave=False) as bar:
         for start in range(0, len(images), args.batch_size):
             batch = images[start : start + args.batch_size]
             predicted, failed = _predict_readable(predictor, batch, request, args)
             skipped += failed
-            for image, prediction in predicted:
-                image_id = images.index(image)
+            for position, prediction in predicted:
+                image_id, image = start + position, batch[position]
                 entries += [
                     {"file_name": prediction.file_name, **entry}
                     for entry in prediction_to_coco(prediction, image_id)
                 ]
-                draw_predictions(image, prediction, out_dir / f"{stems[str(image)]}.png")
+                draw_predictions(image, prediction, out_dir / f"{stems[image_id]}.png")
                 drawn += 1
                 bar.write(summary_line(prediction), file=sys.stdout)
             bar.update(len(batch))
@@ -276,20 +276,25 @@ def predict_command(args: argparse.Namespace) -> int:
 
 def _predict_readable(
     predictor: Predictor, batch: list, request, args: argparse.Namespace
-) -> tuple[list[tuple[str, Prediction]], list[str]]:
-    """Predict a batch; when an image in it cannot be read, predict the others one by one and return
-    each unreadable one's message (it names the file) instead of failing the run."""
+) -> tuple[list[tuple[int, Prediction]], list[str]]:
+    """Predict a batch: (position in the batch, prediction) per readable image. When an image in it
+    cannot be read, the others are predicted one by one and each unreadable one's message (it names the
+    file) is returned instead of failing the run."""
     try:
         predictions = predictor.predict(
             batch, request, decode=args.decode, score_thr=args.score_thr, batch_size=len(batch)
         )
-        return list(zip(batch, predictions)), []
+        return list(enumerate(predictions)), []
     except UnreadableImageError as error:
-        if len(batch) > 1:
-            results = [_predict_readable(predictor, [image], request, args) for image in batch]
-            return [p for done, _ in results for p in done], [m for _, failed in results for m in failed]
-        tqdm.write(f"warning: skipping {error}", file=sys.stderr)
-        return [], [str(error)]
+        if len(batch) == 1:
+            tqdm.write(f"warning: skipping {error}", file=sys.stderr)
+            return [], [str(error)]
+    predicted, failed = [], []
+    for position, image in enumerate(batch):
+        done, messages = _predict_readable(predictor, [image], request, args)
+        predicted += [(position, prediction) for _, prediction in done]
+        failed += messages
+    return predicted, failed
 
 
 def summary_line(prediction: Prediction) -> str:
