@@ -20,8 +20,10 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import IO
 
 import httpx
 from PIL import Image, ImageDraw
@@ -32,9 +34,10 @@ from common import REPO, argument_parser, table, write_json
 INSTRUCTION = "find all the circles and squares"
 
 
-def test_image() -> bytes:
-    """One 128 px synthetic picture as PNG bytes (a circle and a square)."""
-    image = Image.new("RGB", (128, 128), (60, 60, 60))
+def shapes_png(width: int = 128, height: int = 128) -> bytes:
+    """A synthetic picture as PNG bytes: a yellow circle and a blue square on grey (the bench's upload,
+    and tests/test_serve.py's)."""
+    image = Image.new("RGB", (width, height), (60, 60, 60))
     draw = ImageDraw.Draw(image)
     draw.ellipse((15, 15, 60, 60), fill=(250, 200, 0))
     draw.rectangle((70, 50, 115, 110), fill=(0, 120, 250))
@@ -94,14 +97,17 @@ def run_level(url: str, image: bytes, requests: int, concurrency: int, fields: d
     )
 
 
-def start_server(checkpoint: str, config: str | None) -> tuple[subprocess.Popen, str]:
-    """``visionllm serve`` on a free loopback port; the process and its URL once ``/healthz`` answers."""
+def start_server(
+    checkpoint: str, config: str | None, options: Sequence[str] = (), log: IO | int = subprocess.DEVNULL
+) -> tuple[subprocess.Popen, str]:
+    """``visionllm serve`` (with extra ``options``) on a free loopback port, its output to ``log``; the
+    process and its URL once ``/healthz`` answers. RuntimeError when it does not start within 3 minutes."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    command = [str(Path(sys.executable).parent / "visionllm"), "serve", "--checkpoint", checkpoint]
-    command += ["--port", str(port)] + (["--config", config] if config else [])
-    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL)
+    command = [str(Path(sys.executable).parent / "visionllm"), "serve", "--checkpoint", str(checkpoint)]
+    command += ["--port", str(port), *(["--config", config] if config else []), *options]
+    process = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline and process.poll() is None:
@@ -111,7 +117,7 @@ def start_server(checkpoint: str, config: str | None) -> tuple[subprocess.Popen,
         except httpx.TransportError:
             time.sleep(0.5)
     process.kill()
-    raise SystemExit(f"the server did not start (exit code {process.poll()})")
+    raise RuntimeError(f"the server did not start (exit code {process.wait()})")
 
 
 def main() -> None:
@@ -127,8 +133,11 @@ def main() -> None:
     if not 1 <= args.requests <= 10_000:
         parser.error("--requests must be between 1 and 10000")
 
-    image, fields = test_image(), {"instruction": INSTRUCTION, "score_thr": str(args.score_thr)}
-    process, url = start_server(args.checkpoint, args.config)
+    image, fields = shapes_png(), {"instruction": INSTRUCTION, "score_thr": str(args.score_thr)}
+    try:
+        process, url = start_server(args.checkpoint, args.config)
+    except RuntimeError as error:
+        sys.exit(str(error))
     try:
         run_level(url, image, args.warmup, 1, fields)
         rows = []

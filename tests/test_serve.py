@@ -12,17 +12,13 @@ import importlib.util
 import io
 import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from tests.conftest import REPO, TINY_CLASSES
 from visionllm.cli import main
@@ -33,44 +29,34 @@ MAX_UPLOAD_MB, MAX_PIXELS = 1, 500_000
 COCO_KEYS = {"file_name", "image_id", "category_name", "bbox", "score"}
 
 
+def load_bench():
+    """bench/serve_load.py (a script, not a package): its server start, upload picture and load loop."""
+    spec = importlib.util.spec_from_file_location("serve_load", REPO / "bench/serve_load.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    return bench
+
+
+SERVE_LOAD = load_bench()
+
+
 def shapes_png(width: int = 160, height: int = 120) -> bytes:
-    """A synthetic picture: a yellow circle and a blue square on grey."""
-    image = Image.new("RGB", (width, height), (60, 60, 60))
-    draw = ImageDraw.Draw(image)
-    draw.ellipse((20, 20, 70, 70), fill=(250, 200, 0))
-    draw.rectangle((90, 40, 140, 100), fill=(0, 120, 250))
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    return SERVE_LOAD.shapes_png(width, height)
 
 
 @pytest.fixture(scope="module")
 def server(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``visionllm serve`` in a subprocess on a free loopback port; its base URL once /healthz answers."""
-    port = free_port()
     log = tmp_path_factory.mktemp("serve") / "serve.log"
-    command = [Path(sys.executable).parent / "visionllm", "serve", "--checkpoint", tiny_checkpoint]
-    command += ["--config", "configs/visionllm_tiny_synthetic.py", "--port", str(port)]
-    command += ["--max-upload-mb", str(MAX_UPLOAD_MB), "--max-pixels", str(MAX_PIXELS)]
+    options = ["--max-upload-mb", str(MAX_UPLOAD_MB), "--max-pixels", str(MAX_PIXELS)]
     with log.open("w") as out:
-        process = subprocess.Popen(command, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
+        try:
+            process, url = SERVE_LOAD.start_server(
+                tiny_checkpoint, "configs/visionllm_tiny_synthetic.py", options, log=out
+            )
+        except RuntimeError as error:
+            pytest.fail(f"{error}:\n{log.read_text()}")
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"the server did not start (exit {process.poll()}):\n{log.read_text()}")
-            try:
-                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.5)
         yield url
     finally:
         process.terminate()
@@ -156,11 +142,9 @@ def test_api_refuses_bad_requests_with_a_message(server: str):
 
 def test_load_bench_counts_requests_and_errors(server: str):
     """bench/serve_load.py's measuring loop, shrunk: every request answered, the numbers consistent."""
-    spec = importlib.util.spec_from_file_location("serve_load", REPO / "bench/serve_load.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = SERVE_LOAD
     fields = {"instruction": bench.INSTRUCTION, "score_thr": "0.3"}
-    row = bench.run_level(server, bench.test_image(), requests=6, concurrency=3, fields=fields)
+    row = bench.run_level(server, bench.shapes_png(), requests=6, concurrency=3, fields=fields)
     assert (row["requests"], row["errors"]) == (6, 0)
     assert 0 < row["p50_ms"] <= row["p95_ms"] and row["throughput"] > 0
     assert bench.rss_mib(os.getpid()) > 10
