@@ -136,8 +136,9 @@ class RulePlanner:
     def __init__(self, known_classes: Sequence[str] | None = None) -> None:
         self.known_classes = list(known_classes or ())
 
-    def plan(self, text: str, memory: Memory | None = None) -> dict:
-        """The plan for ``text`` in the conversation ``memory``, or ``{"decline": message}``."""
+    def plan(self, text: str, memory: Memory | None = None, feedback: object = None) -> dict:
+        """The plan for ``text`` in the conversation ``memory``, or ``{"decline": message}``. Rules have
+        one plan per request: ``feedback`` (a failed plan's error) changes nothing."""
         text = " ".join(text.lower().split())
         clauses = [c for c in _CLAUSE_SPLIT.split(text) if c and c.strip(" ,.")]
         if not clauses:
