@@ -11,9 +11,10 @@ instruction (its first template, or a random one when ``rng`` is given), the wor
 on. Free-form resolution asks the registered tasks (``visionllm.tasks.TASKS``): every task lists
 ``(priority, cue)`` pairs, the cues are tried lowest priority first, and the first that matches picks
 the task, which then reads its class list or phrase from the text (``Task.names_from_text``). The
-built-in order: grounding questions (10: where is ..., which one is ..., point to ...), segmentation
-words (20: segment, mask, outline, ...), a detection verb before one definite, singular noun phrase
-(25: "find the man in the red shirt" is grounding), detection verbs (30: detect, find, locate, box, ...).
+built-in order: grounding questions (10: where is ..., which one is ...), a detection verb before one
+definite, singular noun phrase in an instruction without segmentation words (11: "find the man in the
+red shirt", "point to the dog on the left" are grounding), segmentation words (20: segment, mask,
+outline, cut out, ...), detection verbs (30: detect, find, locate, box, highlight, circle, where are, ...).
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ from typing import Any
 from visionllm.agent.memory import Memory
 from visionllm.instructions import task_from_text
 from visionllm.tasks import TASKS
-from visionllm.tasks.wording import class_names
+from visionllm.tasks.wording import class_names, trim_segment
 
 CAPABILITIES = (
     "I can find (detect), segment or locate (ground) objects in the image, then crop, count, describe, "
@@ -52,11 +52,15 @@ _SELECTORS = {
     "best": r"best|most confident|most likely",
 }
 _SELECTOR = re.compile(rf"\b(?:{'|'.join(f'(?P<{k}>{v})' for k, v in _SELECTORS.items())})\b")
+#: Selectors that are a grounding phrase's own words ("the dog on the left"): kept in the phrase.
+_POSITIONAL = re.compile(r"\b(?:on the (?:left|right)|at the (?:top|bottom))\b")
+#: A list after a question ("which of these are present, and where? frog, toad"): read as after a colon.
+_LIST_AFTER_QUESTION = re.compile(r"\?(?=[^?]*,[^?]*$)")
 _IT = re.compile(r"\b(?:it|that one|this one)\b")
 _NOISE = re.compile(
-    r"\b(?:(?:a |the )?(?:bounding )?(?:boxes|box|circles?|rings?) (?:around|over)|in (?:the|this) "
-    r"(?:image|picture|photo)|the (?:image|picture|photo)|for me|please|one|ones|of them|out|"
-    r"are there|is there|there|me|each|every|all|them|they|those|these|it|that|this)\b"
+    r"\b(?:(?:a |the )?(?:bounding )?(?:boxes|box|rectangles?|circles?|rings?) (?:around|over)"
+    r"|in (?:the|this) (?:image|picture|photo)|the (?:image|picture|photo)|for me|please|one|ones|of them"
+    r"|out|are there|is there|there|me|each|every|all|them|they|those|these|it|that|this)\b"
 )
 _HOW_MANY = re.compile(r"^how many\b(?P<rest>.*?)(?:\s+(?:are|is|can|do|does)\b.*)?$")
 
@@ -139,7 +143,7 @@ class RulePlanner:
     def plan(self, text: str, memory: Memory | None = None, feedback: object = None) -> dict:
         """The plan for ``text`` in the conversation ``memory``, or ``{"decline": message}``. Rules have
         one plan per request: ``feedback`` (a failed plan's error) changes nothing."""
-        text = " ".join(text.lower().split())
+        text = _LIST_AFTER_QUESTION.sub(":", " ".join(text.lower().split()))
         clauses = [c for c in _CLAUSE_SPLIT.split(text) if c and c.strip(" ,.")]
         if not clauses:
             return {"decline": f"The request is empty. {CAPABILITIES}"}
@@ -156,7 +160,7 @@ class RulePlanner:
         return {"steps": builder.steps, "answer": builder.texts + builder.pictures[-1:]}
 
     def _names(self, segment: str) -> list[str]:
-        segment = " ".join(_NOISE.sub(" ", _SELECTOR.sub(" ", segment)).split())
+        segment = " ".join(_NOISE.sub(" ", _SELECTOR.sub(" ", trim_segment(segment))).split())
         return class_names(segment, self.known_classes) if segment else []
 
     def _clause(self, clause: str, builder: _Builder) -> None:
@@ -164,14 +168,17 @@ class RulePlanner:
             names = self._names(match["rest"])
             builder.texts.append(builder.add("count", objects=builder.source(names)))
             return
-        if match := _ACTION_VERB.match(clause):
-            self._action(_ACTIONS[match[1]], clause[match.end() :], builder)
-            return
         found = task_from_text(clause)
+        match = _ACTION_VERB.match(clause)
+        if match and not (_ACTIONS[match[1]] == "draw" and found and found[0] in ("segment", "ground")):
+            self._action(_ACTIONS[match[1]], clause[match.end() :], builder)
+            return  # (but "show the outlines of the moose", "highlight the book by the lamp" find)
         if found is None or found[0] not in ("detect", "segment", "ground"):
             raise Declined(f"I cannot do {clause!r} with my tools. {CAPABILITIES}")
         task, cue_end = found
         selector = _SELECTOR.search(clause[cue_end:])
+        if selector and task == "ground" and _POSITIONAL.search(selector[0]):
+            selector = None  # "point to the dog on the left": the phrase says it
         if selector:  # "find the largest star": detect the stars, then pick one
             builder.find("segment" if task == "segment" else "detect", self._names(clause[cue_end:]))
             builder.single([], selector.lastgroup, False)
@@ -203,6 +210,8 @@ class RulePlanner:
             else:
                 builder.pictures.append(builder.add("crop_each", image="$input", objects=target))
         else:
+            if action in ("mask_out", "blur") and not one and names and target == builder.objects:
+                builder.steps[-1]["tool"] = "segment"  # just found for this: outlines, not boxes
             builder.image = builder.add(action, image=builder.image, objects=target)
             builder.pictures.append(builder.image)
 

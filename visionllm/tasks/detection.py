@@ -59,10 +59,17 @@ def sample_class_list(
     return [dataset_classes[chosen[i]] for i in order]
 
 
-#: Free-form detection requests: "detect ...", "find the cups", "where are the dogs", "box each ...".
+#: Free-form detection requests: "detect ...", "find the cups", "where are the dogs", "box each ...",
+#: "highlight / mark / circle the kites", "tell me where the seals are", "which of these appear: a, b",
+#: "are there any carrots?", "I want all beetles located".
 DETECT_CUE = re.compile(
-    r"\b(?:detect\w*|find|locate|locali[sz]\w*|box(?:es)?|bounding|spot|identify|where\s+are"
-    r"|show(?:\s+me)?|look\s+for|search\s+for|count)\b"
+    r"^(?:(?:please|kindly|now|can\s+you|could\s+you|would\s+you)\s+)*circle\b"
+    r"|^(?:are\s+there|is\s+there|any)\b|^what\s+about\b"
+    r"|^i\s+(?:want|need|'d\s+like)\s+(?:to\s+see\s+)?(?=.*\b(?:boxed|located|marked|highlighted|found)\b)"
+    r"|\b(?:which\s+of\s+(?:these|those|the\s+following)|(?:tell\s+me|know|show(?:\s+me)?|see)\s+where"
+    r"|where\s+(?:are|do|can|were)|detect\w*|find(?:ing)?|locat\w*|locali[sz]\w*|box(?:es)?|bounding"
+    r"|spot|identify|highlight|mark|rectangles?|point\s+(?:to|at|out)|show(?:\s+me)?|look\s+for"
+    r"|search\s+for|count)\b"
 )
 
 

@@ -33,6 +33,7 @@ from mmengine.evaluator import BaseMetric
 from visionllm.registry import METRICS
 from visionllm.tasks.base import Cue, DetectedObject, ImageAnnotations, Request, register_task
 from visionllm.tasks.detection import DETECT_CUE, DetectionTask
+from visionllm.tasks.segmentation import SEGMENT_CUE
 from visionllm.tasks.wording import is_definite_singular, object_segment
 from visionllm.vocab import TaskVocab
 
@@ -43,25 +44,32 @@ POSITIONS = (("on the left", 0, -1), ("on the right", 0, 1), ("at the top", 1, -
 
 #: Free-form grounding questions: "where is ...", "which one is ...", "point to ...", "ground ...".
 GROUND_CUE = re.compile(
-    r"^(?:please\s+)?(?:where\s+(?:is|'s)|which\s+(?:one|object)\s+is|point\s+(?:to|at|out))\b"
+    r"^(?:(?:please|kindly|can\s+you|could\s+you|would\s+you)\s+)*"
+    r"(?:where(?:\s+exactly)?(?:\s+is|'s)|which\s+(?:one|object)\s+is)\b"
     r"|^ground\b|\brefer(?:s|ring)?\s+to\b"
 )
-#: Detection verbs that ask for one object when followed by a definite singular phrase.
-REFERRING_VERBS = re.compile(r"^(?:find|locate|show(?:\s+me)?|look\s+for|search\s+for)$")
+#: Detection verbs that ask for one object when followed by a definite singular phrase ("point to the
+#: dog on the left", "box the small yellow circle"; "point out the bananas" stays detection).
+REFERRING_VERBS = re.compile(
+    r"^(?:(?:please|kindly|now|can\s+you|could\s+you|would\s+you)\s+)*"
+    r"(?:find|locate|show(?:\s+me)?|look\s+for|search\s+for|point\s+(?:to|at|out)|box|highlight|mark|circle)$"
+)
 _GROUND_LEAD = re.compile(
-    r"^(?:(?:please|can\s+you|could\s+you)\s+)*"
-    r"(?:where\s+(?:is|'s)|which\s+(?:one|object)\s+is|point\s+(?:to|at|out)|find|locate|show(?:\s+me)?"
-    r"|look\s+for|search\s+for|ground(?:\s+the\s+(?:phrase|expression))?"
+    r"^(?:(?:please|kindly|can\s+you|could\s+you|would\s+you)\s+)*"
+    r"(?:where(?:\s+exactly)?(?:\s+is|'s)|which\s+(?:one|object)\s+is|point\s+(?:to|at|out)|find|locate"
+    r"|show(?:\s+me)?|look\s+for|search\s+for|ground(?:\s+the\s+(?:phrase|expression))?|highlight|mark|circle"
     r"|give\s+(?:me\s+)?the\s+(?:bounding\s+)?box\s+(?:of|for|around)|box)\s+"
 )
 _GROUND_TRAIL = re.compile(r"\s+(?:(?:in|on|from)\s+(?:the|this)\s+(?:image|picture|photo)|please)$")
 
 
 def referring_request(text: str) -> re.Match | None:
-    """A detection verb, then one definite, singular noun phrase ("find the man in the red shirt")."""
+    """A detection verb, then one definite, singular noun phrase ("find the man in the red shirt"), in
+    an instruction without segmentation words ("show the outline of the red car" is segmentation)."""
     match = DETECT_CUE.search(text)
     if (
         match
+        and not SEGMENT_CUE.search(text)
         and REFERRING_VERBS.match(match.group(0))
         and is_definite_singular(object_segment(text, match.end()))
     ):
@@ -91,8 +99,9 @@ class GroundingTask(DetectionTask):
     name = "ground"
     synonyms = ("grounding", "visual_grounding", "refer", "referring", "rec")
     iou_types = ()
-    #: questions first; a referring "find the ..." after segmentation's cue and before detection's
-    cues: ClassVar[tuple[tuple[int, Cue], ...]] = ((10, GROUND_CUE.search), (25, referring_request))
+    #: questions first; a referring "find the ..." next (before other tasks' cues: "point to the dog on
+    #: the left" names one object, it compares nothing; a list or a plural is not a referring phrase)
+    cues: ClassVar[tuple[tuple[int, Cue], ...]] = ((10, GROUND_CUE.search), (11, referring_request))
     names_kind = "phrase"
     templates: ClassVar[tuple[str, ...]] = (
         "Find {phrase} in the image.",

@@ -27,8 +27,12 @@ from visionllm.tasks.detection import FULL_LIST_PROB, DetectionTask
 from visionllm.vocab import TaskVocab
 
 DEFAULT_NUM_POINTS = 16
-#: Free-form segmentation requests: "segment ...", "masks of ...", "outline ...", "contours".
-SEGMENT_CUE = re.compile(r"\b(?:segment\w*|masks?|outlin\w*|contours?|polygons?|silhouettes?|delineat\w*)\b")
+#: Free-form segmentation requests: "segment ...", "masks of ...", "outline ...", "contours", "cut out
+#: ...", "the exact shape of ...", "which pixels belong to ...", "separate ... from the background".
+SEGMENT_CUE = re.compile(
+    r"\b(?:segment\w*|masks?|outlin\w*|contours?|polygons?|silhouettes?|delineat\w*|cut\s+out"
+    r"|(?:exact|precise)\s+shapes?|pixels?\s+(?:belong(?:s|ing)?\s+to|of)|separate(?=.*\bbackground\b))\b"
+)
 
 
 def signed_area(points: np.ndarray) -> float:

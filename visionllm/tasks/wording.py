@@ -22,11 +22,32 @@ _IRREGULAR_PLURALS = {
 _UNINFLECTED = {
     "sheep", "deer", "fish", "moose", "bison", "aircraft", "series", "species", "scissors", "skis",
     "broccoli", "police", "pants", "jeans", "shorts", "trousers", "binoculars", "headphones", "news",
+    "pliers", "tongs", "tweezers", "shears", "pyjamas", "pajamas", "goggles", "clippers",
 }  # fmt: skip
 
 _CLAUSE_END = re.compile(
-    r"[;.?!]|\b(?:give|giving|return|output|with|and\s+(?:give|return|output|draw|mark|report))\b"
-    r"|\b(?:in|on|from)\s+(?:the|this)\s+(?:image|picture|photo)\b"
+    r"[;.?!]|\b(?:give|giving|return|output|with|and\s+(?:give|return|output|draw|mark|report|tell|show))\b"
+    r"|\b(?:in|on|from)\s+(?:the|this)\s+(?:image|picture|photo|scene)\b|,?\s*(?:and\s+)?where\b"
+)
+#: How a list may be introduced after the cue: "detect: a, b", "which of these ... and where? a, b, c".
+_LIST_INTRO = re.compile(r":|\?(?=[^?]*,)")
+#: Words before the names that are not names: "boxes around", "the locations of", "a mask for", "out".
+_LEAD = re.compile(
+    r"^(?:(?:a|an|the|some|bounding|pixel|instance|exact|precise)\s+)*"
+    r"(?:box(?:es)?|rectangles?|circles?|rings?|polygons?|outlines?|masks?|silhouettes?|shapes?|contours?"
+    r"|positions?|locations?)\s+(?:of|for|around|over)\s+"
+    r"|^(?:around|out|of|for|about|where)\s+"
+)
+#: Words after the names: "each rabbit is", "the cacti are", "oranges in view", "beetles located".
+_TAIL = re.compile(
+    r"\s+(?:are|is|appear|boxed|located|outlined|marked|highlighted|in\s+view|from\s+the\s+background"
+    r"|here|there|please|for\s+me)$"
+)
+#: A segment that only points back ("find them", "show me where"): the names are before the cue.
+_BACK_REFERENCE = re.compile(r"^(?:them|they|it|those|these|where|where\s+(?:they|it)\s+(?:are|is))?$")
+#: What a sentence may start with before the names it asks about ("are there any ...", "what about ...").
+_QUESTION_LEAD = re.compile(
+    r"^(?:(?:are|is)\s+there|do\s+you\s+see|can\s+you\s+see|what\s+about|i\s+want|i\s+need)\s+"
 )
 _LIST_SEPARATOR = re.compile(r",|&|/|\+|\band\b|\bor\b|\bas\s+well\s+as\b|\bplus\b")
 _QUANTIFIER = re.compile(r"\b(?:all|every|each|any|both|some)\b")
@@ -79,6 +100,13 @@ def _singularize_name(words: Sequence[str], known: dict[str, str]) -> str | None
     return None
 
 
+def _singular_name(words: list[str]) -> str:
+    """A written name in the singular: its head noun singularised, which is the last word, or the word
+    before "of" ("bunches of grapes" -> "bunch of grapes")."""
+    head = words.index("of") - 1 if "of" in words[1:-1] else len(words) - 1
+    return " ".join([*words[:head], singularize(words[head]), *words[head + 1 :]])
+
+
 def _strip_fillers(words: list[str]) -> list[str]:
     while words and words[0] in _FILLERS:
         words = words[1:]
@@ -86,12 +114,31 @@ def _strip_fillers(words: list[str]) -> list[str]:
 
 
 def object_segment(text: str, cue_end: int) -> str:
-    """The part of ``text`` after the task cue that names the objects."""
+    """The part of ``text`` after the task cue that names the objects: after a list's colon
+    ("detect the following: cups, knives"), up to the clause's end, without the words around the names
+    ("boxes around all lemons in view" -> "all lemons"). When it only points back ("any ants? find
+    them"), the sentence before the cue names them."""
     rest = text[cue_end:]
-    if ":" in rest:  # "detect the following: cups, knives"
-        rest = rest.split(":", 1)[1]
+    intro = _LIST_INTRO.search(rest)
+    if intro:
+        rest = rest[intro.end() :]
     end = _CLAUSE_END.search(rest)
-    return rest[: end.start()] if end else rest
+    segment = trim_segment(rest[: end.start()] if end else rest)
+    if _BACK_REFERENCE.match(segment):
+        sentences = [s for s in re.split(r"[;.?!,]", text[:cue_end]) if s.strip()]
+        if len(sentences) > 1:
+            return trim_segment(_QUESTION_LEAD.sub("", sentences[-2].strip()))
+    return segment
+
+
+def trim_segment(segment: str) -> str:
+    """``segment`` without the words before and after its names ("a box around each fish" -> "each fish")."""
+    segment = " ".join(segment.split())
+    previous = None
+    while previous != segment:
+        previous = segment
+        segment = _TAIL.sub("", _LEAD.sub("", segment)).strip(" ,")
+    return segment
 
 
 def class_names(segment: str, known_classes: Sequence[str] | None) -> list[str]:
@@ -105,7 +152,7 @@ def class_names(segment: str, known_classes: Sequence[str] | None) -> list[str]:
     for item in _LIST_SEPARATOR.split(segment):
         words = _strip_fillers(re.findall(r"[\w'-]+", item))
         if words:
-            names.extend(_known_matches(words, known) or [" ".join([*words[:-1], singularize(words[-1])])])
+            names.extend(_known_matches(words, known) or [_singular_name(words)])
     return list(dict.fromkeys(names))
 
 
