@@ -333,7 +333,9 @@ def test_parallel_slots_start_from_the_most_confident_tokens_and_their_detection
     query = model._query(model.tasks["detect"], request)
     with torch.no_grad():
         tokens = model.image_tokenizer(torch.randn(1, 3, CANVAS, CANVAS), [request.plain_text])
-        class_logits = model.image_tokenizer.class_logits(tokens.features, [request.classes])
+        class_logits = model.image_tokenizer.class_logits(
+            tokens.features, model.image_tokenizer.name_features([request.classes], tokens.embeds.device)
+        )
         slots, priors, seeds = model._slot_inputs(tokens, class_logits, [query], [CANVAS])
     num_slots = model.slot_embed.shape[0]
     assert slots.shape == (1, num_slots, model.llm.hidden_size) and len(priors) == 1
@@ -393,7 +395,9 @@ def test_tokens_decoding_reads_the_tokenizers_detections(model):
     out = generate(model, inputs, request, "tokens")
     with torch.no_grad():
         tokens = model.image_tokenizer(inputs, [request.plain_text])
-        probs = model.image_tokenizer.class_logits(tokens.features, [request.classes])[0].sigmoid()
+        probs = model.image_tokenizer.class_logits(
+            tokens.features, model.image_tokenizer.name_features([request.classes], tokens.embeds.device)
+        )[0].sigmoid()
     token, class_index = divmod(int(probs.flatten().argmax()), len(CLASSES))
     best = model._token_boxes(tokens)[0, token].clamp(0, CANVAS) * 2  # original pixels: scale 0.5
     assert out.class_names[0] == CLASSES[class_index]

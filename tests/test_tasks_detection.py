@@ -190,7 +190,7 @@ def test_build_task_accepts_names_synonyms_and_configs(vocab):
     segment = build_task({"type": "instance_segmentation", "num_points": 8}, vocab)
     assert isinstance(segment, SegmentationTask) and segment.object_length == 17
     with pytest.raises(ValueError, match="supported tasks"):
-        build_task("caption", vocab)
+        build_task("tracking", vocab)
 
 
 def test_a_box_prior_sits_on_the_bins_of_the_box(detect, vocab):

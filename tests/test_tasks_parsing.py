@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from transformers import AutoTokenizer
 
 from visionllm.pretrained import minilm_dir
-from visionllm.tasks import SUPPORTED_TASKS, ImageAnnotations, build_task
+from visionllm.tasks import TASKS, ImageAnnotations, Task, build_task
 from visionllm.tasks.base import OBJECT_DROP_REASONS
 from visionllm.vocab import TaskVocab
 
@@ -27,18 +27,29 @@ def vocab():
     return TaskVocab(AutoTokenizer.from_pretrained(minilm_dir()), num_bins=64, max_classes=10)
 
 
+#: The tasks answered in the object grammar (the others answer in words and have no token parser).
+OBJECT_TASKS = [name for name, task in TASKS.items() if issubclass(task, Task)]
+
+
 def make_task(name, vocab):
     return build_task(name, vocab, **({"num_points": 6} if name == "segment" else {}))
 
 
-@pytest.fixture(scope="module", params=SUPPORTED_TASKS)
+@pytest.fixture(scope="module", params=OBJECT_TASKS)
 def task(request, vocab):
     return make_task(request.param, vocab)
 
 
 @pytest.fixture(scope="module")
 def all_tasks(vocab):
-    return [make_task(name, vocab) for name in SUPPORTED_TASKS]
+    return [make_task(name, vocab) for name in OBJECT_TASKS]
+
+
+def build_request(task, classes, **options):
+    """``task.build_request`` with a region / point input for each placeholder its templates hold."""
+    regions = [(1.0, 1.0, 5.0, 5.0)] * task.region_inputs
+    points = [(2.0, 2.0)] * task.point_inputs
+    return task.build_request(classes, regions=regions, points=points, **options)
 
 
 def requested_classes(task):
@@ -78,7 +89,7 @@ def assert_valid_objects(task, result, classes):
         assert 0 <= obj.class_index < len(classes)
         x1, y1, x2, y2 = obj.box
         assert 0 <= x1 < x2 <= CANVAS and 0 <= y1 < y2 <= CANVAS
-        if task.name == "segment":
+        if task.predicts_polygons:
             points = np.asarray(obj.polygon).reshape(-1, 2)
             assert len(obj.polygon) == 2 * task.num_points
             assert np.allclose([*points.min(axis=0), *points.max(axis=0)], obj.box)
@@ -88,7 +99,7 @@ def assert_valid_objects(task, result, classes):
 
 def check_parse(task, tokens):
     classes = requested_classes(task)
-    request = task.build_request(classes)
+    request = build_request(task, classes)
     scores = [float(position) for position in range(len(tokens))]  # score = position of the token
 
     result = task.parse(tokens, request, CANVAS, token_scores=scores)
@@ -129,10 +140,10 @@ def random_annotations(rng, canvas, count, num_labels):
 def test_a_valid_answer_embedded_in_garbage_still_yields_its_objects(task, seed, raw_prefix, raw_suffix):
     classes = requested_classes(task)
     annotations = random_annotations(np.random.default_rng(seed), CANVAS, 4, len(classes))
-    request = task.build_request(classes, target_indices=[0] if task.name == "ground" else [])
+    request = build_request(task, classes, target_indices=[0] if task.names_kind != "classes" else [])
     answer = task.target_sequence(task.encode_objects(request, annotations, classes))[:-1]  # no <eoo>
     expected = task.parse(answer, request, CANVAS).objects
-    assert len(expected) == (1 if task.name == "ground" else len(annotations))
+    assert len(expected) == (1 if task.names_kind != "classes" else len(annotations))
     prefix = [token for token in decode_tokens(raw_prefix, task) if token != task.vocab.eoo_id]
     suffix = decode_tokens(raw_suffix, task)
 
@@ -144,7 +155,7 @@ def test_a_valid_answer_embedded_in_garbage_still_yields_its_objects(task, seed,
 
 def test_each_drop_reason_is_counted(task):
     vocab, classes = task.vocab, requested_classes(task)
-    request = task.build_request(classes, target_indices=[0] if task.name == "ground" else [])
+    request = build_request(task, classes, target_indices=[0] if task.names_kind != "classes" else [])
     annotations = random_annotations(np.random.default_rng(1), CANVAS, 1, 1)
     valid = task.target_sequence(task.encode_objects(request, annotations, classes))[:-1]
     bins = valid[1:]
@@ -162,7 +173,7 @@ def test_each_drop_reason_is_counted(task):
 
     result = task.parse(tokens, request, CANVAS)
 
-    geometry_reason = "degenerate_polygon" if task.name == "segment" else "degenerate_box"
+    geometry_reason = "degenerate_polygon" if task.predicts_polygons else "degenerate_box"
     assert result.dropped == Counter(
         {"unexpected_token": 1, "class_out_of_range": 1, "truncated": 1, geometry_reason: 1, "after_end": 2}
     )

@@ -75,6 +75,9 @@ class Prediction:
     RLE) hold one entry per object for tasks that predict shapes, and are None otherwise.
     ``dropped_tokens`` counts what the answer's parser threw away, by reason (``visionllm.tasks.base``);
     ``file_name`` is the image's path when the :class:`~visionllm.apis.Predictor` read it from a file.
+    An answer in words (``TextTask``) is ``text``, with ``text_score`` the geometric mean of its tokens'
+    probabilities, and no objects. ``request`` is the request as asked, its regions and points in
+    original-image pixels too.
     """
 
     request: Request
@@ -89,6 +92,8 @@ class Prediction:
     masks: list[dict] | None = None
     dropped_tokens: dict[str, int] = field(default_factory=dict)
     file_name: str | None = None
+    text: str | None = None
+    text_score: float | None = None
 
     def __post_init__(self) -> None:
         self.boxes = np.asarray(self.boxes, dtype=np.float64).reshape(-1, 4)
@@ -136,7 +141,7 @@ class Prediction:
             polygons = [np.clip(p, 0, [width, height]).reshape(-1).tolist() for p in points]
             masks = [polygons_to_rle([polygon], height, width) for polygon in polygons]
         return cls(
-            request=request,
+            request=request.scaled(1 / sx, 1 / sy),
             decode_mode=decode_mode,
             height=height,
             width=width,
@@ -148,6 +153,19 @@ class Prediction:
             masks=masks,
             dropped_tokens=dict(parsed.dropped),
         )
+
+    @classmethod
+    def from_text(
+        cls, text: str, score: float, request: Request, image_meta: Mapping, decode_mode: str
+    ) -> Prediction:
+        """An answer in words (no objects) to ``request`` on the image ``image_meta`` describes."""
+        height, width = (int(v) for v in image_meta["ori_shape"])
+        sx, sy = image_meta.get("scale_factor", (1.0, 1.0))
+        empty = np.zeros((0, 4))
+        return cls(
+            request.scaled(1 / sx, 1 / sy), decode_mode, height, width, empty, [], [], [], text=text,
+            text_score=score,
+        )  # fmt: skip
 
     @property
     def class_names(self) -> list[str]:

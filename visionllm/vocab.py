@@ -87,6 +87,11 @@ class TaskVocab:
         self.noobj_id = self._named_ids[NO_OBJECT]
         self.region_id = self._named_ids[REGION]
         self.point_id = self._named_ids[POINT]
+        # answers in words end with the tokenizer's end-of-sequence token (BERT-style tokenizers: [SEP])
+        end = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.sep_token_id
+        if end is None:
+            raise ValueError("the tokenizer has neither an end-of-sequence nor a separator token")
+        self.text_end_id = int(end)
 
     @staticmethod
     def _register(tokenizer: Any, names: list[str]) -> int:

@@ -12,11 +12,13 @@ import numbers
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from visionllm.data.coco import coco_index, load_coco_json
+from visionllm.evaluation.results import coco_result
 from visionllm.structures import polygons_to_rle
 
 #: The 12 numbers of ``COCOeval.stats``, in order.
@@ -151,3 +153,30 @@ def format_stats_table(stats: dict[str, list[float]]) -> str:
     for iou_type, values in stats.items():
         lines.append(f"| {iou_type} | " + " | ".join(f"{value:.3f}" for value in values) + " |")
     return "\n".join(lines)
+
+
+def box_ap(examples: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> tuple[float, float]:
+    """COCO box AP and AP50 of one-class detections: per example (an image of its own) the reference
+    boxes (n,4), the predicted boxes (m,4) and their scores (m,), all xyxy pixels. (0, 0) without any
+    reference box."""
+    images, annotations, results = [], [], []
+    for image_id, (references, boxes, scores) in enumerate(examples, 1):
+        images.append({"id": image_id, "width": 1, "height": 1})
+        for x1, y1, x2, y2 in np.asarray(references, dtype=float).reshape(-1, 4):
+            annotations.append(
+                {"id": len(annotations) + 1, "image_id": image_id, "category_id": 1, "iscrowd": 0,
+                 "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1)}
+            )  # fmt: skip
+        for (x1, y1, x2, y2), score in zip(np.asarray(boxes, dtype=float).reshape(-1, 4), scores):
+            results.append(coco_result(image_id, (x1, y1, x2, y2), float(score), category_id=1))
+    if not annotations:
+        return 0.0, 0.0
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO()
+        gt.dataset = {"images": images, "annotations": annotations, "categories": [{"id": 1, "name": "x"}]}
+        gt.createIndex()
+        evaluator = COCOeval(gt, _results_index(gt, results, "bbox"), "bbox")
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    return float(evaluator.stats[0]), float(evaluator.stats[1])

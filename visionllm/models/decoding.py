@@ -8,6 +8,8 @@ autoregressive: greedy generation with a KV cache, constrained at every step to 
 
 tokens: no LLM; the best (visual token, class) pairs of the tokenizer's detection head, each written as
     task tokens (its class reference, then the bins its box implies), so the same parser reads them.
+text: answers in words (``TextTask``): greedy generation over the tokenizer's own vocabulary with a KV
+    cache, until the end token or ``max_tokens``.
 
 All work on a batch of ``LLMQuery`` (one per image) whose prompts are left-padded, so every sample's
 answer ends at the last position and position ids count only real tokens.
@@ -25,7 +27,7 @@ from torch import Tensor
 from transformers import DynamicCache
 
 from visionllm.models.llm import LanguageModel
-from visionllm.tasks.base import Request, Task
+from visionllm.tasks.base import Request, Task, TaskBase
 from visionllm.vocab import TaskVocab
 
 
@@ -34,15 +36,17 @@ class LLMQuery:
     """One image's input to the LLM: its task, request and prompt ids (with the image placeholders).
 
     ``class_positions[k]`` is where ``<ck>`` stands in the prompt, right after the k-th class name.
+    ``prompt_inputs`` (K,D) fill the prompt's ``<region>``/``<point>`` placeholders, in their order.
     The class pointer (``LanguageModel.task_logits``) matches against a key made of the LLM's final
     state there plus the input embedding of the name's last token: the embedding is a crisp identity
     of the name from the first step, the state adds the context of multi-token names.
     """
 
-    task: Task
+    task: TaskBase
     request: Request
     prompt_ids: list[int]
     class_positions: list[int]
+    prompt_inputs: Tensor | None = None
 
     def class_keys(self, hidden: Tensor, embeds: Tensor, offset: int) -> Tensor:
         """(n,D) keys of this query's class references, from its rows (T,D) of a left-padded batch."""
@@ -87,13 +91,16 @@ def embed_batch(
     visual_tokens: Tensor,
     sequences: list[list[int]],
     slot_embeddings: list[Tensor | None] | None = None,
+    prompt_inputs: list[Tensor | None] | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Left-pad token sequences, embed them and splice in the visual tokens.
+    """Left-pad token sequences, embed them and splice in the visual tokens and region/point inputs.
 
     Args:
         visual_tokens: (B,M,D), written over the M ``<image>`` placeholders of each sequence.
         sequences: B lists of global token ids.
         slot_embeddings: per sequence, (T_slots,D) added to its last T_slots embeddings, or None.
+        prompt_inputs: per sequence, (K,D) written over its ``<region>``/``<point>`` placeholders in
+            order (``LLMQuery.prompt_inputs``), or None.
     Returns:
         embeddings (B,T,D), attention mask (B,T), position ids (B,T).
     """
@@ -108,6 +115,10 @@ def embed_batch(
     embeds = llm.embed(ids)  # (B,T,D)
     image = (ids == llm.vocab.image_id) & mask.bool()
     embeds = embeds.masked_scatter(image.unsqueeze(-1), visual_tokens.to(embeds.dtype))
+    inputs = [rows for rows in (prompt_inputs or []) if rows is not None and len(rows)]
+    if inputs:
+        placeholders = ((ids == llm.vocab.region_id) | (ids == llm.vocab.point_id)) & mask.bool()
+        embeds = embeds.masked_scatter(placeholders.unsqueeze(-1), torch.cat(inputs).to(embeds.dtype))
     if slot_embeddings is not None:
         extra = torch.zeros_like(embeds)
         for i, slot in enumerate(slot_embeddings):
@@ -146,7 +157,9 @@ def parallel_slot_logits(
         for i in indices:
             sequences.append(queries[i].prompt_ids + queries[i].task.format_token_ids.tolist() * num_slots)
             extras.append(slot_inputs[i].repeat_interleave(length, dim=0))  # (N*L, D)
-        embeds, mask, positions = embed_batch(llm, visual_tokens[indices], sequences, extras)
+        embeds, mask, positions = embed_batch(
+            llm, visual_tokens[indices], sequences, extras, [queries[i].prompt_inputs for i in indices]
+        )
         hidden, _ = llm(embeds, mask, positions)
         for row, (i, seq) in enumerate(zip(indices, sequences)):
             slots = hidden[row, hidden.shape[1] - num_slots * length :]  # (N*L, D)
@@ -210,7 +223,9 @@ def decode_autoregressive(
     device = visual_tokens.device
     batch = len(queries)
     eoo_local = vocab.to_local(vocab.eoo_id)
-    embeds, mask, positions = embed_batch(llm, visual_tokens, [q.prompt_ids for q in queries])
+    embeds, mask, positions = embed_batch(
+        llm, visual_tokens, [q.prompt_ids for q in queries], prompt_inputs=[q.prompt_inputs for q in queries]
+    )
     hidden, cache = llm(embeds, mask, positions, cache=DynamicCache(config=llm.decoder.config))
     keys = [
         q.class_keys(hidden[i], embeds[i], hidden.shape[1] - len(q.prompt_ids)) for i, q in enumerate(queries)
@@ -272,3 +287,35 @@ def decode_tokens(
         geometry_ids = [[vocab.bin_id(int(b)) for b in token_bins] for token_bins in bins]
         out.append(_best_pairs(vocab, logits.sigmoid(), geometry_ids, max_objects))
     return out
+
+
+@torch.no_grad()
+def decode_text(
+    llm: LanguageModel, visual_tokens: Tensor, queries: list[LLMQuery], max_tokens: int
+) -> list[DecodedSequence]:
+    """Answers in words: greedy generation over the tokenizer's vocabulary (task tokens ruled out) with a
+    KV cache, all images of the batch in step; each stops at the tokenizer's end token (kept last) or
+    after ``max_tokens``. A token's score is the probability it was chosen with."""
+    end = llm.vocab.text_end_id
+    device = visual_tokens.device
+    embeds, mask, positions = embed_batch(
+        llm, visual_tokens, [q.prompt_ids for q in queries], prompt_inputs=[q.prompt_inputs for q in queries]
+    )
+    hidden, cache = llm(embeds, mask, positions, cache=DynamicCache(config=llm.decoder.config))
+    position = positions[:, -1]
+    generated = [DecodedSequence([], []) for _ in queries]
+    done = [False] * len(queries)
+    for _ in range(max_tokens):
+        probs = llm.text_logits(hidden[:, -1]).softmax(-1)
+        score, token = probs.max(-1)
+        for i in range(len(queries)):
+            if not done[i]:
+                generated[i].token_ids.append(int(token[i]))
+                generated[i].token_scores.append(float(score[i]))
+                done[i] = int(token[i]) == end
+        if all(done):
+            break
+        mask = torch.cat([mask, mask.new_ones(len(queries), 1)], 1)
+        position = position + 1
+        hidden, cache = llm(llm.embed(token[:, None].to(device)), mask, position[:, None], cache=cache)
+    return generated

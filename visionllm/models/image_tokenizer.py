@@ -50,15 +50,29 @@ class VisualTokens:
     The last layer's (``features``, ``boxes``) are the tokens' detections; the earlier ones are trained
     too (auxiliary losses, as in Deformable DETR). With two-stage query selection, ``proposal_boxes``
     (B,M,4) and ``proposal_logits`` (B,M,1) are the selected encoder proposals (the decoder's starting
-    boxes) and their objectness, trained as class-agnostic detections; None otherwise.
+    boxes) and their objectness, trained as class-agnostic detections; None otherwise. ``feature_maps``
+    are the encoder's output per level, (B,d,h_l,w_l): where region and point inputs are pooled from.
     """
 
     embeds: Tensor
     layer_features: Tensor
     layer_boxes: Tensor
     canvas: tuple[int, int]
+    feature_maps: list[Tensor]
     proposal_boxes: Tensor | None = None
     proposal_logits: Tensor | None = None
+
+    def select(self, rows: list[int]) -> VisualTokens:
+        """The tokens of the images ``rows`` only (a sub-batch)."""
+        return VisualTokens(
+            embeds=self.embeds[rows],
+            layer_features=self.layer_features[:, rows],
+            layer_boxes=self.layer_boxes[:, rows],
+            canvas=self.canvas,
+            feature_maps=[level[rows] for level in self.feature_maps],
+            proposal_boxes=None if self.proposal_boxes is None else self.proposal_boxes[rows],
+            proposal_logits=None if self.proposal_logits is None else self.proposal_logits[rows],
+        )
 
     @property
     def features(self) -> Tensor:
@@ -116,6 +130,7 @@ class LanguageGuidedImageTokenizer(BaseModule):
         init_cfg: dict | None = None,
     ) -> None:
         super().__init__(init_cfg)
+        self.embed_dims = embed_dims
         self.backbone = build_backbone(backbone)
         channels = self.backbone.out_channels
         self.num_levels = len(channels)
@@ -212,6 +227,10 @@ class LanguageGuidedImageTokenizer(BaseModule):
             level_start_index=level_start_index,
             valid_ratios=valid_ratios,
         )
+        feature_maps = [
+            level.transpose(1, 2).reshape(batch, dims, h, w)
+            for level, (h, w) in zip(memory.split([h * w for h, w in shapes], 1), shapes)
+        ]
 
         proposal_boxes = proposal_logits = None
         if self.two_stage:
@@ -251,6 +270,7 @@ class LanguageGuidedImageTokenizer(BaseModule):
             layer_features=layer_tokens,
             layer_boxes=layer_boxes,
             canvas=tuple(images.shape[-2:]),
+            feature_maps=feature_maps,
             proposal_boxes=proposal_boxes,
             proposal_logits=proposal_logits,
         )
@@ -283,22 +303,28 @@ class LanguageGuidedImageTokenizer(BaseModule):
         query = self.query_embed.weight.unsqueeze(0).expand(batch, -1, -1)
         return query, query_pos, reference_points, proposal_boxes, proposal_logits
 
-    def class_logits(self, features: Tensor, class_lists: list[list[str]]) -> list[Tensor]:
-        """Per image, (..., M, n_i) logits that each token shows each of its request's classes, from token
-        states (..., B, M, d): (B,M,d) gives (M, n_i) per image, every layer's (L,B,M,d) gives (L,M,n_i).
-
-        A class is the mean of its name's text-encoder features (encoded alone, so a long class list is
-        never truncated); a token scores it by scaled dot product, as open-vocabulary detectors do.
-        """
+    def name_features(self, class_lists: list[list[str]], device: torch.device) -> list[Tensor]:
+        """Per class list, (n_i, d) class features: the mean of each name's text-encoder features
+        (encoded alone, so a long class list is never truncated)."""
         names = sorted({name for classes in class_lists for name in classes})
-        hidden, padding = self.text_encoder(names, device=features.device)  # (U,L,d_t), (U,L)
+        if not names:
+            return [torch.zeros(0, self.class_proj.in_features, device=device) for _ in class_lists]
+        hidden, padding = self.text_encoder(names, device=device)  # (U,L,d_t), (U,L)
         keep = (~padding).unsqueeze(-1).to(hidden.dtype)
-        name_features = self.text_proj((hidden * keep).sum(1) / keep.sum(1))  # (U,d)
+        features = self.text_proj((hidden * keep).sum(1) / keep.sum(1))  # (U,d)
         index = {name: i for i, name in enumerate(names)}
+        return [features[[index[n] for n in classes]] for classes in class_lists]
+
+    def class_logits(self, features: Tensor, class_features: list[Tensor]) -> list[Tensor]:
+        """Per image, (..., M, n_i) logits that each token shows each of its request's classes, from token
+        states (..., B, M, d) and per image (n_i, d) class features (``name_features``, or a region's for
+        a visual prompt): (B,M,d) gives (M, n_i) per image, every layer's (L,B,M,d) gives (L,M,n_i). A
+        token scores a class by scaled dot product, as open-vocabulary detectors do.
+        """
         token_side = self.class_proj(features) / features.shape[-1] ** 0.5  # (...,B,M,d)
         return [
-            token_side[..., b, :, :] @ name_features[[index[n] for n in classes]].T + self.class_bias
-            for b, classes in enumerate(class_lists)
+            token_side[..., b, :, :] @ classes.to(token_side.dtype).T + self.class_bias
+            for b, classes in enumerate(class_features)
         ]
 
 

@@ -2,10 +2,11 @@
 
     token ids (B,T) --embed--> (B,T,D); <image> positions are overwritten with visual tokens
     --decoder layers--> hidden (B,T,D)
-    --task head--> logits over the task tokens only (B,T,V_task)
+    --task head--> logits over the task tokens only (B,T,V_task)        (objects)
+    --LM head--> logits over the tokenizer's words (B,T,V)              (answers in words)
 
-The task head is the LM head restricted to the contiguous block of task-token rows: every output
-VisionLLM decodes is a task token, so the full-vocabulary head (49k-152k rows) is never computed.
+The task head is the LM head restricted to the contiguous block of task-token rows: an object answer is
+task tokens only, so the full-vocabulary head (49k-152k rows) is computed only for answers in words.
 """
 
 from __future__ import annotations
@@ -151,6 +152,14 @@ class LanguageModel(nn.Module):
             use_cache=cache is not None,
         )
         return out.last_hidden_state, out.cache
+
+    def text_logits(self, hidden: Tensor) -> Tensor:
+        """(P,D) hidden states -> (P,V) logits over the tokenizer's own words (answers in words): the
+        full LM head, with the task-token block ruled out."""
+        logits = self.llm.get_output_embeddings()(hidden).float()
+        task_block = slice(self.vocab.first_id, self.vocab.first_id + self.vocab.num_tokens)
+        logits[..., task_block] = float("-inf")
+        return logits
 
     def task_logits(self, hidden: Tensor, class_keys: Tensor | None = None) -> Tensor:
         """(P,D) hidden states -> (P,V_task) logits over the task tokens (local ids).

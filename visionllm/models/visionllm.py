@@ -8,16 +8,21 @@
       predict:  parallel (one pass) or autoregressive (grammar-constrained greedy) decoding
       task.parse(tokens) -> objects -> Prediction in original-image pixels (``generate``); the Runner's
       ``predict`` hands them to mmdet metrics as ``pred_instances``
+    region / point inputs: each <region> / <point> placeholder of the instruction is written over with
+      RoI / point features from the tokenizer's maps (``PromptEncoder``)
+    answers in words (``TextTask``): LM loss on the answer's tokens; greedy decoding over the vocabulary
 
 The model knows no task by name: tasks are built from the config and looked up by their name.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from mmdet.structures import DetDataSample
 from mmdet.structures.bbox import bbox_cxcywh_to_xyxy
 from mmengine.model import BaseModel
@@ -29,6 +34,7 @@ from visionllm.models.decoding import (
     LLMQuery,
     decode_autoregressive,
     decode_parallel,
+    decode_text,
     decode_tokens,
     embed_batch,
     parallel_slot_logits,
@@ -37,12 +43,16 @@ from visionllm.models.image_tokenizer import LanguageGuidedImageTokenizer, Visua
 from visionllm.models.llm import LanguageModel
 from visionllm.models.loss import SlotLoss, TokenDetectionLoss, expected_bins, sequence_loss
 from visionllm.models.matcher import HungarianMatcher
+from visionllm.models.prompt_encoder import PromptEncoder
 from visionllm.models.serialization import PretrainedMixin, init_kwargs
 from visionllm.registry import MODELS
 from visionllm.structures import Prediction
 from visionllm.tasks import build_task
-from visionllm.tasks.base import ImageAnnotations, Request, Task
+from visionllm.tasks.base import ImageAnnotations, Request, Task, TaskBase, TextTask
 from visionllm.tasks.grounding import NoReferentError
+from visionllm.vocab import POINT, REGION
+
+_PLACEHOLDER = re.compile(f"{re.escape(REGION)}|{re.escape(POINT)}")
 
 TRAIN_MODES = ("parallel", "autoregressive")
 DECODE_MODES = (*TRAIN_MODES, "tokens")  # tokens: the image tokenizer's detections, no LLM
@@ -77,6 +87,11 @@ class VisionLLM(PretrainedMixin, BaseModel):
             the parallel slots start from the most confident tokens (see ``_slot_inputs``), so
             ``num_slots`` must not exceed ``image_tokenizer.num_queries``.
         class_names: the dataset's classes (set from the dataset by ``ClassNamesHook`` when None).
+        text_loss_weight: weight of the LM loss on answers in words (``TextTask``s).
+        eval_tasks: tasks that ``predict`` also scores on every validation image from its ground truth
+            (``Task.eval_examples``; the val pipeline must load annotations), for ``TaskExamplesMetric``.
+        roi_size: RoIAlign output side of region inputs (``PromptEncoder``, built when a task takes
+            region or point inputs).
     """
 
     def __init__(
@@ -94,6 +109,9 @@ class VisionLLM(PretrainedMixin, BaseModel):
         token_loss: dict | None = None,
         sequence_loss_weight: float = 1.0,
         class_names: Sequence[str] | None = None,
+        text_loss_weight: float = 1.0,
+        eval_tasks: Sequence[str] = (),
+        roi_size: int = 4,
         data_preprocessor: dict | None = None,
         init_cfg: dict | None = None,
     ) -> None:
@@ -113,7 +131,7 @@ class VisionLLM(PretrainedMixin, BaseModel):
         nn.init.zeros_(self.slot_seed_proj.bias)
         # log of the Laplace prior's slope in logits per bin: exp(-1.5) ~ 0.22, 10 bins off = -2.2
         self.bin_prior_scale = nn.Parameter(torch.tensor(-1.5))
-        self.tasks: dict[str, Task] = {}
+        self.tasks: dict[str, TaskBase] = {}
         self.task_weights: dict[str, float] = {}
         for name, options in tasks.items():
             options = dict(options)
@@ -122,8 +140,20 @@ class VisionLLM(PretrainedMixin, BaseModel):
             self.tasks[task.name] = task
             self.task_weights[task.name] = weight
         self.eval_task = build_task(eval_task, self.llm.vocab).name
-        if self.eval_task not in self.tasks:
-            raise ValueError(f"eval_task '{eval_task}' is not among the model's tasks {list(self.tasks)}")
+        self.eval_tasks = [build_task(name, self.llm.vocab).name for name in eval_tasks]
+        for name in [self.eval_task, *self.eval_tasks]:
+            if name not in self.tasks:
+                raise ValueError(
+                    f"evaluation task '{name}' is not among the model's tasks {list(self.tasks)}"
+                )
+        self.prompt_encoder = None
+        if any(task.region_inputs or task.point_inputs for task in self.tasks.values()):
+            self.prompt_encoder = PromptEncoder(
+                self.image_tokenizer.embed_dims,
+                self.llm.hidden_size,
+                self.image_tokenizer.num_levels,
+                roi_size,
+            )
         self.train_modes = tuple(train_modes)
         self.decode_mode = decode_mode
         self.max_objects = max_objects
@@ -138,6 +168,7 @@ class VisionLLM(PretrainedMixin, BaseModel):
         if self.token_loss is None and self.image_tokenizer.two_stage:
             raise ValueError("image_tokenizer.two_stage needs token_loss: it trains the proposals it selects")
         self.sequence_loss_weight = sequence_loss_weight
+        self.text_loss_weight = text_loss_weight
         self.class_names = list(class_names) if class_names is not None else None
         self.grammar = Grammar(self.llm.vocab.num_tokens)
 
@@ -151,8 +182,11 @@ class VisionLLM(PretrainedMixin, BaseModel):
         text_ids = self.vocab.tokenizer(request.text, add_special_tokens=False).input_ids
         return [self.vocab.image_id] * self.image_tokenizer.num_queries + text_ids
 
-    def _query(self, task: Task, request: Request) -> LLMQuery:
+    def _query(self, task: TaskBase, request: Request) -> LLMQuery:
+        """The LLM's input for ``request``; its region/point inputs are filled in by ``_prompt_inputs``."""
         prompt = self.prompt_ids(request)
+        if isinstance(task, TextTask):  # class names are written plainly: nothing points back to them
+            return LLMQuery(task, request, prompt, [])
         classes = [self.vocab.class_id(k) for k in range(len(request.classes))]
         missing = [f"<c{k}>" for k, c in enumerate(classes) if c not in prompt]
         if missing:
@@ -165,9 +199,12 @@ class VisionLLM(PretrainedMixin, BaseModel):
         context = self.llm.context_length
         if context is None:
             return
-        object_length = query.task.object_length
-        # parallel decoding writes every slot at once; autoregressive decoding needs room for one object
-        answer = self.slot_embed.shape[0] * object_length if mode == "parallel" else object_length + 1
+        if isinstance(query.task, TextTask):
+            answer = query.task.max_answer_tokens + 1
+        elif mode == "parallel":  # every slot at once
+            answer = self.slot_embed.shape[0] * query.task.object_length
+        else:  # autoregressive decoding needs room for one object
+            answer = query.task.object_length + 1
         needed = len(query.prompt_ids) + answer
         if needed > context:
             text = len(query.prompt_ids) - self.image_tokenizer.num_queries
@@ -235,50 +272,128 @@ class VisionLLM(PretrainedMixin, BaseModel):
 
     # ------------------------------------------------------------------ train
     def loss(self, inputs: Tensor, data_samples: list[DetDataSample]) -> dict[str, Tensor]:
-        """Sample an instruction per image, then score the enabled decoders against its targets."""
+        """Sample an instruction per image, then score the enabled decoders against its targets: object
+        answers with the slot and sequence losses, answers in words with the LM loss."""
         rng = np.random.default_rng(
             int(torch.randint(0, 2**31 - 1, ()).item())
         )  # follows the seeded torch RNG
-        queries, targets = [], []
+        tasks, requests, targets, token_targets = [], [], [], []
         for sample in data_samples:
             annotations = self._annotations(sample)
             task, request = self._sample_request(annotations, rng)
-            queries.append(self._query(task, request))
-            targets.append(task.encode_objects(request, annotations, self._class_names()))
-        tokens = self.image_tokenizer(inputs, [q.request.plain_text for q in queries])
+            tasks.append(task)
+            requests.append(request)
+            if isinstance(task, TextTask):
+                targets.append(task.answer(request, annotations, self._class_names()))
+                # the tokens still learn to detect: every object, over all the dataset's classes
+                boxes = np.clip(annotations.boxes, 0, annotations.canvas_size)
+                token_targets.append(
+                    (torch.as_tensor(boxes, dtype=torch.float32), torch.as_tensor(annotations.labels))
+                )
+            else:
+                target = task.encode_objects(request, annotations, self._class_names())
+                targets.append(target)
+                token_targets.append((target.boxes, target.class_index))
+        tokens = self.image_tokenizer(inputs, [r.plain_text for r in requests])
+        queries = [self._query(task, request) for task, request in zip(tasks, requests)]
+        self._fill_prompt_inputs(tokens, queries)
         token_class_logits = None
         losses: dict[str, Tensor] = {}
         if self.token_loss is not None:
             layer_class_logits = self.image_tokenizer.class_logits(
-                tokens.layer_features, [q.request.classes for q in queries]
+                tokens.layer_features, self._token_class_features(tokens, queries)
             )  # per image (L, M, n)
             token_class_logits = [logits[-1] for logits in layer_class_logits]
             losses.update(
                 self.token_loss(
                     tokens.layer_boxes,
                     layer_class_logits,
-                    [t.boxes for t in targets],
-                    [t.class_index for t in targets],
+                    [boxes for boxes, _ in token_targets],
+                    [labels for _, labels in token_targets],
                     canvas=tokens.canvas,
                     proposal_boxes=tokens.proposal_boxes,
                     proposal_logits=tokens.proposal_logits,
                 )
             )
-        if "parallel" in self.train_modes:
-            slot_inputs, slot_priors, seeds = self._slot_inputs(
-                tokens, token_class_logits, queries, [self._canvas_size(s.metainfo) for s in data_samples]
+        objects, words = self._split_by_answer(queries)
+        if objects:
+            object_tokens = tokens.select(objects)
+            object_queries = [queries[i] for i in objects]
+            object_targets = [targets[i] for i in objects]
+            if "parallel" in self.train_modes:
+                slot_inputs, slot_priors, seeds = self._slot_inputs(
+                    object_tokens,
+                    None if token_class_logits is None else [token_class_logits[i] for i in objects],
+                    object_queries,
+                    [self._canvas_size(data_samples[i].metainfo) for i in objects],
+                )
+                slot_logits = parallel_slot_logits(
+                    self.llm, object_tokens.embeds, object_queries, slot_inputs, slot_priors
+                )
+                losses.update(self._parallel_loss(slot_logits, object_queries, object_targets, seeds))
+            if "autoregressive" in self.train_modes:
+                losses["loss_sequence"] = self._sequence_loss(
+                    object_tokens.embeds, object_queries, object_targets
+                )
+        if words:
+            losses["loss_text"] = self._text_loss(
+                tokens.embeds[words], [queries[i] for i in words], [targets[i] for i in words]
             )
-            slot_logits = parallel_slot_logits(self.llm, tokens.embeds, queries, slot_inputs, slot_priors)
-            losses.update(self._parallel_loss(slot_logits, queries, targets, seeds))
-        if "autoregressive" in self.train_modes:
-            losses["loss_sequence"] = self._sequence_loss(tokens.embeds, queries, targets)
         return losses
 
-    def _token_class_logits(self, tokens: VisualTokens, queries: list[LLMQuery]) -> list[Tensor] | None:
-        """Per image (M, n) class logits of the visual tokens; None when the token loss is off (untrained)."""
-        if self.token_loss is None:
-            return None
-        return self.image_tokenizer.class_logits(tokens.features, [q.request.classes for q in queries])
+    @staticmethod
+    def _split_by_answer(queries: Sequence[LLMQuery]) -> tuple[list[int], list[int]]:
+        """Indices of the queries answered with objects, and of those answered in words."""
+        words = [i for i, q in enumerate(queries) if isinstance(q.task, TextTask)]
+        return [i for i in range(len(queries)) if i not in words], words
+
+    def _fill_prompt_inputs(self, tokens: VisualTokens, queries: list[LLMQuery]) -> None:
+        """Set each query's ``prompt_inputs``: its regions' and points' embeddings, in the order their
+        placeholders stand in the instruction."""
+        requests = [q.request for q in queries]
+        if not any(r.regions or r.points for r in requests):
+            return
+        if self.prompt_encoder is None:
+            raise ValueError("this model takes no region or point inputs: none of its tasks asks for them")
+        device = tokens.embeds.device
+        regions = self.prompt_encoder.regions(
+            tokens.feature_maps,
+            [torch.as_tensor(r.regions, dtype=torch.float32, device=device).reshape(-1, 4) for r in requests],
+            tokens.canvas,
+        )
+        points = self.prompt_encoder.points(
+            tokens.feature_maps,
+            [torch.as_tensor(r.points, dtype=torch.float32, device=device).reshape(-1, 2) for r in requests],
+            tokens.canvas,
+        )
+        for query, region_rows, point_rows in zip(queries, regions, points):
+            order = _PLACEHOLDER.findall(query.request.text)
+            if order:
+                region_iter, point_iter = iter(region_rows), iter(point_rows)
+                query.prompt_inputs = torch.stack(
+                    [next(region_iter) if kind == REGION else next(point_iter) for kind in order]
+                )
+
+    def _token_class_features(self, tokens: VisualTokens, queries: list[LLMQuery]) -> list[Tensor]:
+        """Per image, the (n, d) class features its visual tokens are scored against: the request's class
+        names, a visual prompt's region, or (answers in words) every dataset class."""
+        from_region = [getattr(q.task, "class_from_region", False) for q in queries]
+        names = [
+            [] if region else self._class_names() if isinstance(q.task, TextTask) else q.request.classes
+            for q, region in zip(queries, from_region)
+        ]
+        features = self.image_tokenizer.name_features(names, tokens.embeds.device)
+        if any(from_region):
+            device = tokens.embeds.device
+            boxes = [
+                torch.as_tensor(
+                    q.request.regions if region else [], dtype=torch.float32, device=device
+                ).reshape(-1, 4)[:1]
+                for q, region in zip(queries, from_region)
+            ]
+            prompts = self.prompt_encoder.region_class_features(tokens.feature_maps, boxes, tokens.canvas)
+            features = [p if region else f for p, f, region in zip(prompts, features, from_region)]
+        return features
 
     def _slot_inputs(
         self,
@@ -327,6 +442,12 @@ class VisionLLM(PretrainedMixin, BaseModel):
             priors.append(prior)
             detections.append((logits[index].detach().sigmoid(), coords))
         return slots + seeds, priors, detections
+
+    def _token_class_logits(self, tokens: VisualTokens, queries: list[LLMQuery]) -> list[Tensor] | None:
+        """Per image (M, n) class logits of the visual tokens; None when the token loss is off (untrained)."""
+        if self.token_loss is None:
+            return None
+        return self.image_tokenizer.class_logits(tokens.features, self._token_class_features(tokens, queries))
 
     @staticmethod
     def _token_boxes(tokens: VisualTokens) -> Tensor:
@@ -390,6 +511,23 @@ class VisionLLM(PretrainedMixin, BaseModel):
             self.sequence_loss_weight,
         )
 
+    def _text_loss(self, visual: Tensor, queries: list[LLMQuery], answers: list[str]) -> Tensor:
+        """LM loss on answers in words: each answer's tokens and the end token, teacher-forced."""
+        end = self.vocab.text_end_id
+        answer_ids = [self.vocab.tokenizer(a, add_special_tokens=False).input_ids + [end] for a in answers]
+        sequences = [q.prompt_ids + ids for q, ids in zip(queries, answer_ids)]
+        embeds, mask, positions = embed_batch(
+            self.llm, visual, sequences, prompt_inputs=[q.prompt_inputs for q in queries]
+        )
+        hidden, _ = self.llm(embeds, mask, positions)
+        length = hidden.shape[1]
+        # the answer's k-th token is predicted from the position before it
+        states = torch.cat(
+            [hidden[i, length - len(ids) - 1 : length - 1] for i, ids in enumerate(answer_ids)]
+        )
+        labels = torch.as_tensor([t for ids in answer_ids for t in ids], device=states.device)
+        return self.text_loss_weight * F.cross_entropy(self.llm.text_logits(states), labels)
+
     # ---------------------------------------------------------------- predict
     def predict(self, inputs: Tensor, data_samples: list[DetDataSample]) -> list[DetDataSample]:
         """The Runner's evaluation path: the eval task's request over all dataset classes, decoded with
@@ -407,7 +545,38 @@ class VisionLLM(PretrainedMixin, BaseModel):
             if prediction.masks is not None:
                 instances.masks = prediction.masks
             sample.pred_instances = instances
+        if self.eval_tasks:
+            self._answer_eval_examples(inputs, data_samples)
         return data_samples
+
+    def _answer_eval_examples(self, inputs: Tensor, data_samples: list[DetDataSample]) -> None:
+        """Ask each of ``eval_tasks``' examples of every image (``Task.eval_examples``, built from its
+        ground truth in original pixels, as a user would ask) and keep ``(task, prediction, reference)``
+        on the sample as ``task_examples``, which ``TaskExamplesMetric`` scores."""
+        jobs = []
+        for index, sample in enumerate(data_samples):
+            sample.task_examples = []
+            if "gt_instances" not in sample or not len(sample.gt_instances):
+                continue
+            sx, sy = sample.metainfo.get("scale_factor", (1.0, 1.0))
+            annotations = self._annotations(sample).rescaled(1 / sx, 1 / sy)
+            rng = np.random.default_rng(int(sample.metainfo.get("img_id", index)))
+            for name in self.eval_tasks:
+                examples = self.tasks[name].eval_examples(self._class_names(), annotations, rng)
+                for request, reference in examples:
+                    if request.task in self.tasks:  # e.g. the class-name baseline of visual prompts
+                        jobs.append((index, name, request.scaled(sx, sy), reference))
+        batch = len(data_samples)
+        for start in range(0, len(jobs), batch):
+            chunk = jobs[start : start + batch]
+            rows = [index for index, *_ in chunk]
+            answers = self.generate(
+                inputs[rows],
+                [request for _, _, request, _ in chunk],
+                [data_samples[r].metainfo for r in rows],
+            )
+            for (index, name, _, reference), answer in zip(chunk, answers):
+                data_samples[index].task_examples.append((name, answer, reference))
 
     @torch.no_grad()
     def generate(
@@ -421,22 +590,64 @@ class VisionLLM(PretrainedMixin, BaseModel):
 
         Args:
             inputs: (B,3,H,W) preprocessed images (the data preprocessor's output).
-            requests: per image, what to find (``visionllm.instructions`` makes them from text).
+            requests: per image, what to find or ask (``visionllm.instructions`` makes them from text),
+                with its region / point inputs in model-input pixels.
             image_metas: per image, the test pipeline's metainfo: ``ori_shape``, ``scale_factor`` and
                 ``pad_shape`` (or ``batch_input_shape``), to map the answer back to original pixels.
-            decode_mode: one of ``DECODE_MODES``; None = the model's ``decode_mode``.
+            decode_mode: how object answers are decoded, one of ``DECODE_MODES``; None = the model's
+                ``decode_mode``. Answers in words are always generated token by token.
         Returns:
             One :class:`Prediction` per image in original-image pixels; objects that lie wholly in the
             padding (no area once clipped to the image) are left out.
         """
         mode = decode_mode or self.decode_mode
         check_decode_mode(mode, self.token_loss is not None)
+        for request in requests:
+            if request.task not in self.tasks:
+                raise ValueError(
+                    f"this model was not trained for the task {request.task!r}; its tasks: {list(self.tasks)}"
+                )
         queries = [self._query(self.tasks[request.task], request) for request in requests]
-        if mode != "tokens":  # the tokens decoder reads no prompt
-            for query in queries:
+        for query in queries:
+            if mode != "tokens" or isinstance(query.task, TextTask):  # the tokens decoder reads no prompt
                 self._check_context(query, mode)
         tokens = self.image_tokenizer(inputs, [q.request.plain_text for q in queries])  # (B,M,D)
-        canvas_sizes = [self._canvas_size(meta) for meta in image_metas]
+        self._fill_prompt_inputs(tokens, queries)
+        predictions: list[Prediction | None] = [None] * len(queries)
+        objects, words = self._split_by_answer(queries)
+        if words:
+            word_queries = [queries[i] for i in words]
+            answers = decode_text(
+                self.llm,
+                tokens.embeds[words],
+                word_queries,
+                max(q.task.max_answer_tokens for q in word_queries),
+            )
+            for i, answer in zip(words, answers):
+                ids = [
+                    t
+                    for t in answer.token_ids[: queries[i].task.max_answer_tokens]
+                    if t != self.vocab.text_end_id
+                ]
+                text = self.vocab.tokenizer.decode(ids, skip_special_tokens=True).strip()
+                score = float(np.exp(np.mean(np.log(np.maximum(answer.token_scores, 1e-12)))))
+                predictions[i] = Prediction.from_text(text, score, requests[i], image_metas[i], mode)
+        if objects:
+            object_tokens = tokens.select(objects) if words else tokens
+            object_queries = [queries[i] for i in objects]
+            canvas_sizes = [self._canvas_size(image_metas[i]) for i in objects]
+            parsed = self._decode_objects(object_tokens, object_queries, canvas_sizes, mode)
+            for i, answer in zip(objects, parsed):
+                task = queries[i].task
+                predictions[i] = Prediction.from_parsed(
+                    answer, requests[i], image_metas[i], mode, self.class_names or (), task.predicts_polygons
+                )
+        return predictions
+
+    def _decode_objects(
+        self, tokens: VisualTokens, queries: list[LLMQuery], canvas_sizes: list[int], mode: str
+    ) -> list:
+        """Object answers, parsed, in model-input pixels (one ``ParseResult`` per query)."""
         if mode == "parallel":
             slot_inputs, slot_priors, _ = self._slot_inputs(
                 tokens, self._token_class_logits(tokens, queries), queries, canvas_sizes
@@ -455,11 +666,7 @@ class VisionLLM(PretrainedMixin, BaseModel):
                 canvas_sizes,
                 self.max_objects,
             )
-        predictions = []
-        for q, seq, canvas, meta in zip(queries, decoded, canvas_sizes, image_metas):
-            parsed = q.task.parse(seq.token_ids, q.request, canvas, seq.token_scores)
-            with_shapes = "segm" in q.task.iou_types
-            predictions.append(
-                Prediction.from_parsed(parsed, q.request, meta, mode, self.class_names or (), with_shapes)
-            )
-        return predictions
+        return [
+            q.task.parse(seq.token_ids, q.request, canvas, seq.token_scores)
+            for q, seq, canvas in zip(queries, decoded, canvas_sizes)
+        ]

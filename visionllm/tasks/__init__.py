@@ -13,18 +13,32 @@ from visionllm.tasks.base import (
     ParseResult,
     Request,
     Task,
+    TaskBase,
+    TextTask,
     register_task,
 )
 from visionllm.vocab import TaskVocab
 
 # isort: split
-# Importing a task module registers its task; this order (detect, segment, ground) is the order in
-# which tasks are listed (docs, error messages).
+# Importing a task module registers its tasks; this order (detect, segment, ground, then the region,
+# point, visual-prompt and image questions) is the order in which tasks are listed (docs, errors).
 from visionllm.tasks.detection import DetectionTask  # isort: split
 
 from visionllm.tasks.segmentation import SegmentationTask  # isort: split
 
 from visionllm.tasks.grounding import GroundingAccuracy, GroundingTask, NoReferentError, ReferringExpression
+
+# isort: split
+from visionllm.tasks.regions import RegionClassificationTask, RegionComparisonTask, RegionDescriptionTask
+
+# isort: split
+from visionllm.tasks.points import PointClassificationTask, PointSegmentationTask
+
+# isort: split
+from visionllm.tasks.visual_prompt import VisualPromptDetectionTask
+
+# isort: split
+from visionllm.tasks.image_qa import CaptionTask, ColorQuestionTask, CountingTask
 
 #: The built-in tasks (every registered task is in ``TASKS``).
 SUPPORTED_TASKS: tuple[str, ...] = tuple(TASKS)
@@ -39,11 +53,11 @@ def canonical_task_name(name: str) -> str:
     return aliases[key]
 
 
-def task_class(name: str) -> type[Task]:
+def task_class(name: str) -> type[TaskBase]:
     return TASKS[canonical_task_name(name)]
 
 
-def build_task(name_or_cfg: str | dict[str, Any], vocab: TaskVocab, **options: Any) -> Task:
+def build_task(name_or_cfg: str | dict[str, Any], vocab: TaskVocab, **options: Any) -> TaskBase:
     """Build a task from its name (or a synonym) or a config ``dict(type=name, **options)``."""
     if isinstance(name_or_cfg, dict):
         options = {**{k: v for k, v in name_or_cfg.items() if k != "type"}, **options}
@@ -54,6 +68,17 @@ def build_task(name_or_cfg: str | dict[str, Any], vocab: TaskVocab, **options: A
 __all__ = [
     "SUPPORTED_TASKS",
     "TASKS",
+    "CaptionTask",
+    "ColorQuestionTask",
+    "CountingTask",
+    "PointClassificationTask",
+    "PointSegmentationTask",
+    "RegionClassificationTask",
+    "RegionComparisonTask",
+    "RegionDescriptionTask",
+    "TaskBase",
+    "TextTask",
+    "VisualPromptDetectionTask",
     "DetectedObject",
     "DetectionTask",
     "Geometry",

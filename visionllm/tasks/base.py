@@ -26,14 +26,17 @@ import re
 from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
 
 from visionllm.tasks.wording import class_names, known_names_in, object_segment
 from visionllm.vocab import POINT, REGION, TASK_TOKEN_PATTERN, TaskVocab
+
+if TYPE_CHECKING:
+    from visionllm.structures import Prediction
 
 Box = tuple[float, float, float, float]
 
@@ -58,7 +61,7 @@ class Request:
 
     def __post_init__(self) -> None:
         self.classes = list(self.classes)
-        if not self.classes:
+        if not self.classes and not issubclass(TASKS.get(self.task, Task), TextTask):
             raise ValueError("a request needs at least one class (or a grounding phrase)")
         for name in self.classes:
             if not isinstance(name, str) or not name.strip() or TASK_TOKEN_PATTERN.search(name):
@@ -76,11 +79,27 @@ class Request:
                     f"the text has {self.text.count(placeholder)} {placeholder} placeholders "
                     f"but {len(inputs)} inputs were given"
                 )
+        for kind, inputs, size in (("region", self.regions, 4), ("point", self.points, 2)):
+            for k, values in enumerate(inputs, 1):
+                values = tuple(values)
+                if len(values) != size or not all(np.isfinite(v) for v in values):
+                    raise ValueError(f"{kind} {k} must be {size} finite numbers, got {values}")
+                if size == 4 and not (values[2] > values[0] and values[3] > values[1]):
+                    raise ValueError(f"region {k} {values} has no area: it needs x1 < x2 and y1 < y2")
         for reference in re.findall(r"<c(\d+)>", self.text):
             if int(reference) >= len(self.classes):
                 raise ValueError(
                     f"the text refers to <c{reference}> but only {len(self.classes)} classes exist"
                 )
+
+    def scaled(self, sx: float, sy: float) -> Request:
+        """This request with its regions and points multiplied by (sx, sy): original-image pixels to
+        model-input pixels with the resize's ``scale_factor``, or back with its inverse."""
+        return replace(
+            self,
+            regions=[(x1 * sx, y1 * sy, x2 * sx, y2 * sy) for x1, y1, x2, y2 in self.regions],
+            points=[(x * sx, y * sy) for x, y in self.points],
+        )
 
     @property
     def plain_text(self) -> str:
@@ -131,6 +150,17 @@ class ImageAnnotations:
 
     def __len__(self) -> int:
         return len(self.boxes)
+
+    def rescaled(self, sx: float, sy: float) -> ImageAnnotations:
+        """The same instances with x multiplied by ``sx`` and y by ``sy`` (e.g. back to original pixels)."""
+        scale = np.array([sx, sy])
+        return ImageAnnotations(
+            self.boxes * [sx, sy, sx, sy],
+            self.labels,
+            self.canvas_size * max(sx, sy),
+            [[(p.reshape(-1, 2) * scale).reshape(-1) for p in parts] for parts in self.polygons],
+            self.attributes,
+        )
 
     @classmethod
     def from_coco(
@@ -217,12 +247,13 @@ def _as_int(token: Any) -> int | None:
 Cue = Callable[[str], "re.Match[str] | None"]
 
 
-class Task(ABC):
-    """One vision task defined in language: templates, instruction cues, targets, grammar, parser.
+class TaskBase(ABC):
+    """One vision task defined in language: its templates, instruction cues and requests.
 
-    A new task is one module: subclass this, fill in the class attributes and abstract methods, and
-    decorate the class with :func:`register_task`; models build it by name and free-form
-    instructions reach it through its ``cues``.
+    A task answers either with objects in the token grammar (:class:`Task`) or in words
+    (:class:`TextTask`). A new task is one module: subclass one of them, fill in the class attributes
+    and abstract methods, and decorate the class with :func:`register_task`; models build it by name
+    and free-form instructions reach it through its ``cues``.
     """
 
     name: ClassVar[str]
@@ -232,8 +263,9 @@ class Task(ABC):
     #: ``(priority, cue)`` pairs: the resolver tries the cues of every registered task, lowest priority
     #: first, and the first that matches picks the task (``visionllm.instructions``).
     cues: ClassVar[tuple[tuple[int, Cue], ...]] = ()
-    #: What an instruction names for this task: ``"classes"`` (a class list) or ``"phrase"`` (one
-    #: referring expression, the request's only class).
+    #: What an instruction names for this task: ``"classes"`` (a class list), ``"phrase"`` (one
+    #: referring expression, the request's only class) or ``"none"`` (questions about regions, points
+    #: or the whole image).
     names_kind: ClassVar[str] = "classes"
     #: Training paraphrases; ``{classes}`` / ``{phrase}`` receives the rendered class list.
     templates: ClassVar[tuple[str, ...]]
@@ -241,23 +273,12 @@ class Task(ABC):
     answer_format: ClassVar[str]
     #: A free-form instruction for this task, shown when an instruction matches no task.
     example_instruction: ClassVar[str]
+    #: How many ``<region>`` and ``<point>`` inputs its requests take (filled by RoI / point features).
+    region_inputs: ClassVar[int] = 0
+    point_inputs: ClassVar[int] = 0
 
     def __init__(self, vocab: TaskVocab) -> None:
         self.vocab = vocab
-
-    # ---- output format ---------------------------------------------------------------------------
-    @property
-    @abstractmethod
-    def format_tokens(self) -> list[str]:
-        """One object slot: ``<cls>`` then one format token per location bin."""
-
-    @property
-    def object_length(self) -> int:
-        return len(self.format_tokens)
-
-    @property
-    def format_token_ids(self) -> torch.Tensor:
-        return torch.tensor([self.vocab.token_id(token) for token in self.format_tokens])
 
     # ---- requests --------------------------------------------------------------------------------
     @classmethod
@@ -269,13 +290,20 @@ class Task(ABC):
         return f"{body} {cls.answer_format}"
 
     def build_request(
-        self, classes: Sequence[str], template_index: int = 0, target_indices: Sequence[int] = ()
+        self,
+        classes: Sequence[str],
+        template_index: int = 0,
+        target_indices: Sequence[int] = (),
+        regions: Sequence[Box] = (),
+        points: Sequence[tuple[float, float]] = (),
     ) -> Request:
         check_class_count(classes, self.vocab.max_classes)
         return Request(
             task=self.name,
             classes=list(classes),
             text=self.render_text(classes, template_index),
+            regions=[tuple(float(v) for v in box) for box in regions],
+            points=[tuple(float(v) for v in point) for point in points],
             target_indices=tuple(int(i) for i in target_indices),
         )
 
@@ -299,6 +327,40 @@ class Task(ABC):
         self, dataset_classes: Sequence[str], annotations: ImageAnnotations, rng: np.random.Generator
     ) -> Request:
         """A random training request for this image (random template and class list)."""
+
+    # ---- evaluation ------------------------------------------------------------------------------
+    def eval_examples(
+        self, dataset_classes: Sequence[str], annotations: ImageAnnotations, rng: np.random.Generator
+    ) -> list[tuple[Request, Any]]:
+        """Requests that score this task on one annotated image (first template), each with its
+        reference answer; none for tasks that COCO metrics score over the whole class list."""
+        return []
+
+    def summarize(self, examples: Sequence[tuple[Prediction, Any]]) -> dict[str, float]:
+        """The task's metrics over (prediction, reference) pairs from ``eval_examples``."""
+        raise NotImplementedError(f"task {self.name!r} has no eval_examples to summarize")
+
+
+class Task(TaskBase):
+    """A task answered with objects: class references and location bins in the output grammar
+    (see the module docstring), decoded in parallel slots or autoregressively."""
+
+    #: Objects come with polygons (and masks), not only boxes.
+    predicts_polygons: ClassVar[bool] = False
+
+    # ---- output format ---------------------------------------------------------------------------
+    @property
+    @abstractmethod
+    def format_tokens(self) -> list[str]:
+        """One object slot: ``<cls>`` then one format token per location bin."""
+
+    @property
+    def object_length(self) -> int:
+        return len(self.format_tokens)
+
+    @property
+    def format_token_ids(self) -> torch.Tensor:
+        return torch.tensor([self.vocab.token_id(token) for token in self.format_tokens])
 
     # ---- targets ---------------------------------------------------------------------------------
     @abstractmethod
@@ -434,17 +496,49 @@ class Task(ABC):
 
 
 #: Canonical task name -> class, filled by :func:`register_task`.
-TASKS: dict[str, type[Task]] = {}
+TASKS: dict[str, type[TaskBase]] = {}
 
 
-def register_task(task: type[Task]) -> type[Task]:
+def register_task(task: type[TaskBase]) -> type[TaskBase]:
     """Class decorator: make ``task`` buildable by its name and synonyms and reachable from free-form
     instructions. A name or synonym that another task already uses is an error."""
     taken = {alias: name for name, other in TASKS.items() for alias in (name, *other.synonyms)}
     for alias in (task.name, *task.synonyms):
         if taken.get(alias, task.name) != task.name:
             raise ValueError(f"task name {alias!r} of {task.__name__} is already used by {taken[alias]!r}")
-    if task.names_kind not in ("classes", "phrase"):
-        raise ValueError(f"{task.__name__}.names_kind must be 'classes' or 'phrase', not {task.names_kind!r}")
+    if task.names_kind not in ("classes", "phrase", "none"):
+        raise ValueError(
+            f"{task.__name__}.names_kind must be 'classes', 'phrase' or 'none', not {task.names_kind!r}"
+        )
     TASKS[task.name] = task
     return task
+
+
+class TextTask(TaskBase):
+    """A task answered in words: the LLM writes tokens of its tokenizer's own vocabulary and stops at
+    its end token (``VisionLLM`` trains it with the LM loss on the answer, decodes it greedily). The
+    class names a request lists are written plainly (no ``<ck>`` references: nothing points back)."""
+
+    answer_format: ClassVar[str] = "Answer in words."
+    #: Longest answer generated, in tokenizer tokens.
+    max_answer_tokens: ClassVar[int] = 24
+
+    @classmethod
+    def render_text(cls, classes: Sequence[str], template_index: int = 0) -> str:
+        listing = ", ".join(classes)
+        body = cls.templates[template_index].format(classes=listing, phrase=listing)
+        return f"{body} {cls.answer_format}"
+
+    @abstractmethod
+    def answer(self, request: Request, annotations: ImageAnnotations, dataset_classes: Sequence[str]) -> str:
+        """The right answer to ``request`` on this image (the training target)."""
+
+    @staticmethod
+    def normalise(text: str) -> str:
+        """An answer as compared: lower case, single spaces, no surrounding punctuation."""
+        return " ".join(text.lower().replace(" - ", "-").split()).strip(" .,!?;:")
+
+    def summarize(self, examples: Sequence[tuple[Prediction, Any]]) -> dict[str, float]:
+        """Exact-match accuracy of the normalised answers."""
+        hits = [self.normalise(p.text or "") == self.normalise(str(ref)) for p, ref in examples]
+        return {"accuracy": float(np.mean(hits)) if hits else 0.0}

@@ -76,6 +76,7 @@ class SegmentationTask(DetectionTask):
     name = "segment"
     synonyms = ("segmentation", "instance_segmentation", "seg", "segm", "mask")
     iou_types = ("bbox", "segm")
+    predicts_polygons = True
     #: before detection's cue: "find the dogs and outline them" asks for shapes
     cues: ClassVar[tuple[tuple[int, Cue], ...]] = ((20, SEGMENT_CUE.search),)
     templates: ClassVar[tuple[str, ...]] = (

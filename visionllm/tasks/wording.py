@@ -195,3 +195,24 @@ def is_definite_singular(segment: str) -> bool:
         return False
     head_words = re.findall(r"[\w'-]+", _PREPOSITIONS.split(segment, maxsplit=1)[0])
     return len(head_words) > 1 and singularize(head_words[-1]) == head_words[-1]
+
+
+_IRREGULAR_SINGULARS = {singular: plural for plural, singular in _IRREGULAR_PLURALS.items()}
+_IRREGULAR_SINGULARS["person"] = "people"
+
+
+def pluralize(name: str) -> str:
+    """``"knife"`` -> ``"knives"``, ``"person"`` -> ``"people"``, ``"cross"`` -> ``"crosses"``, on the
+    last word of a multi-word name (``"traffic light"`` -> ``"traffic lights"``)."""
+    *head, word = name.split(" ")
+    if word in _IRREGULAR_SINGULARS:
+        plural = _IRREGULAR_SINGULARS[word]
+    elif word in _UNINFLECTED:
+        plural = word
+    elif word.endswith(("s", "x", "ch", "sh", "z")):
+        plural = word + "es"
+    elif word.endswith("y") and word[-2:-1] not in tuple("aeiou"):
+        plural = word[:-1] + "ies"
+    else:
+        plural = word + "s"
+    return " ".join([*head, plural])

@@ -1,0 +1,160 @@
+"""Region and point inputs: what fills the ``<region>`` and ``<point>`` placeholders of an instruction.
+
+    <region> box (x1,y1,x2,y2 model-input pixels)
+      RoIAlign (S x S) on every level of the image tokenizer's maps -> concat -> MLP   (what is there)
+      + a projection of the box's sine encoding (cx, cy, w, h)                         (where it is)
+      -> (D_llm,) written over the placeholder's input embedding, as GPT4RoI does
+    <point> (x, y)
+      bilinear sample on every level -> concat -> MLP + a projection of its sine encoding -> (D_llm,)
+
+The maps are the deformable encoder's output, so a region's features already carry the context of the
+whole image and the instruction. A region also gets a class feature in the tokenizer's class space
+(``region_class_features``): "find every object like <region>" scores visual tokens against it as
+other requests score them against class names (visual prompts, as in T-Rex2 / DINO-X).
+
+RoIAlign is mmcv's compiled op when a full mmcv is installed and :func:`roi_align` (PyTorch
+``grid_sample``, the same sampling) otherwise; ``tests/test_prompt_encoder.py`` checks both against a
+plain loop.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from mmdet.models.layers.transformer import coordinate_to_encoding
+from torch import Tensor, nn
+
+from visionllm.compat import mmcv_has_compiled_ops
+
+
+def roi_align(
+    features: Tensor, rois: Tensor, output_size: int, spatial_scale: float, sampling_ratio: int = 2
+) -> Tensor:
+    """RoIAlign with ``aligned=True`` (pixel centres at half-integers): (B,C,H,W) maps, (K,5) rois
+    ``[batch index, x1, y1, x2, y2]`` in input pixels -> (K,C,S,S), each bin the mean of
+    ``sampling_ratio``^2 bilinear samples. Samples beyond the map's edge take the edge's value."""
+    if mmcv_has_compiled_ops():
+        from mmcv.ops import roi_align as compiled_roi_align
+
+        return compiled_roi_align(features, rois, output_size, spatial_scale, sampling_ratio, "avg", True)
+    steps = output_size * sampling_ratio
+    fractions = (torch.arange(steps, device=features.device, dtype=features.dtype) + 0.5) / steps
+    pooled = features.new_zeros(rois.shape[0], features.shape[1], output_size, output_size)
+    height, width = features.shape[-2:]
+    for image in rois[:, 0].long().unique().tolist():
+        rows = (rois[:, 0] == image).nonzero().squeeze(1)
+        boxes = rois[rows, 1:].to(features.dtype) * spatial_scale - 0.5  # map pixel-centre coordinates
+        xs = boxes[:, 0:1] + fractions * (boxes[:, 2:3] - boxes[:, 0:1])  # (K,steps)
+        ys = boxes[:, 1:2] + fractions * (boxes[:, 3:4] - boxes[:, 1:2])
+        grid = torch.stack(
+            [
+                ((xs + 0.5) / width * 2 - 1)[:, None, :].expand(-1, steps, -1),
+                ((ys + 0.5) / height * 2 - 1)[:, :, None].expand(-1, -1, steps),
+            ],
+            -1,
+        )  # (K,steps,steps,2) as grid_sample reads it (x, y in [-1, 1] over pixel edges)
+        sampled = F.grid_sample(
+            features[image : image + 1],
+            grid.reshape(1, -1, steps, 2),
+            mode="bilinear",
+            padding_mode="border",
+            align_corners=False,
+        )  # (1,C,K*steps,steps)
+        sampled = sampled.reshape(features.shape[1], len(rows), steps, steps).transpose(0, 1)
+        pooled[rows] = F.avg_pool2d(sampled, sampling_ratio)
+    return pooled
+
+
+def sample_points(features: Tensor, points: Tensor, spatial_scale: float) -> Tensor:
+    """Bilinear features (K,C) at (K,3) points ``[batch index, x, y]`` in input pixels of (B,C,H,W) maps."""
+    height, width = features.shape[-2:]
+    out = features.new_zeros(points.shape[0], features.shape[1])
+    for image in points[:, 0].long().unique().tolist():
+        rows = (points[:, 0] == image).nonzero().squeeze(1)
+        xy = points[rows, 1:].to(features.dtype) * spatial_scale
+        grid = torch.stack([xy[:, 0] / width * 2 - 1, xy[:, 1] / height * 2 - 1], -1)
+        sampled = F.grid_sample(
+            features[image : image + 1], grid[None, None], padding_mode="border", align_corners=False
+        )  # (1,C,1,K)
+        out[rows] = sampled[0, :, 0].T
+    return out
+
+
+def _batched(inputs: list[Tensor]) -> Tensor:
+    """Per-image (K_i, n) rows -> (sum K_i, 1 + n) with the image index in front."""
+    return torch.cat(
+        [torch.cat([rows.new_full((len(rows), 1), float(i)), rows], 1) for i, rows in enumerate(inputs)]
+    )
+
+
+class PromptEncoder(nn.Module):
+    """``<region>`` boxes and ``<point>`` clicks -> LLM-width input embeddings (module docstring).
+
+    Args:
+        embed_dims: channels of the image tokenizer's maps (``d``).
+        llm_dims: the LLM's width.
+        num_levels: how many maps (one RoI / point sample per level, concatenated).
+        roi_size: S, the RoIAlign output side.
+    """
+
+    def __init__(self, embed_dims: int, llm_dims: int, num_levels: int, roi_size: int = 4) -> None:
+        super().__init__()
+        self.roi_size = roi_size
+        self.embed_dims = embed_dims
+        self.region_proj = nn.Sequential(
+            nn.Linear(num_levels * embed_dims * roi_size**2, llm_dims),
+            nn.GELU(),
+            nn.Linear(llm_dims, llm_dims),
+        )
+        self.region_position = nn.Linear(2 * embed_dims, llm_dims)
+        self.point_proj = nn.Sequential(
+            nn.Linear(num_levels * embed_dims, llm_dims), nn.GELU(), nn.Linear(llm_dims, llm_dims)
+        )
+        self.point_position = nn.Linear(embed_dims, llm_dims)
+        self.region_class = nn.Linear(embed_dims, embed_dims)  # into the tokenizer's class-name space
+
+    def _pool(self, maps: list[Tensor], boxes: list[Tensor], canvas: tuple[int, int]) -> Tensor:
+        """(K, levels, d, S, S) RoI features of every box of every image."""
+        rois = _batched(boxes)
+        return torch.stack(
+            [roi_align(level, rois, self.roi_size, level.shape[-1] / canvas[1]) for level in maps], 1
+        )
+
+    @staticmethod
+    def _normalised(boxes: Tensor, canvas: tuple[int, int]) -> Tensor:
+        """xyxy pixels -> (cx, cy, w, h) as fractions of the canvas."""
+        height, width = canvas
+        x1, y1, x2, y2 = (boxes / boxes.new_tensor([width, height, width, height])).unbind(-1)
+        return torch.stack([(x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1], -1)
+
+    def regions(self, maps: list[Tensor], boxes: list[Tensor], canvas: tuple[int, int]) -> list[Tensor]:
+        """Per image, its boxes (R_i,4) xyxy model-input pixels -> (R_i, D_llm) embeddings."""
+        counts = [len(b) for b in boxes]
+        if not sum(counts):
+            return [maps[0].new_zeros(0, self.region_proj[-1].out_features) for _ in boxes]
+        pooled = self._pool(maps, boxes, canvas).flatten(1)
+        position = coordinate_to_encoding(
+            self._normalised(torch.cat(boxes).to(pooled.dtype), canvas)[None], num_feats=self.embed_dims // 2
+        )[0]  # mmdet's encoding reads (B,N,4)
+        return list((self.region_proj(pooled) + self.region_position(position)).split(counts))
+
+    def points(self, maps: list[Tensor], points: list[Tensor], canvas: tuple[int, int]) -> list[Tensor]:
+        """Per image, its points (P_i,2) x,y model-input pixels -> (P_i, D_llm) embeddings."""
+        counts = [len(p) for p in points]
+        if not sum(counts):
+            return [maps[0].new_zeros(0, self.point_proj[-1].out_features) for _ in points]
+        rows = _batched(points)
+        sampled = torch.cat([sample_points(level, rows, level.shape[-1] / canvas[1]) for level in maps], 1)
+        height, width = canvas
+        xy = torch.cat(points).to(sampled.dtype) / sampled.new_tensor([width, height])
+        position = coordinate_to_encoding(xy[None], num_feats=self.embed_dims // 2)[0]
+        return list((self.point_proj(sampled) + self.point_position(position)).split(counts))
+
+    def region_class_features(
+        self, maps: list[Tensor], boxes: list[Tensor], canvas: tuple[int, int]
+    ) -> list[Tensor]:
+        """Per image, (R_i, d) class features of its boxes: the mean RoI feature over cells and levels,
+        mapped into the space where the tokenizer compares visual tokens with class names."""
+        counts = [len(b) for b in boxes]
+        pooled = self._pool(maps, boxes, canvas).mean((1, 3, 4))  # (K,d)
+        return list(self.region_class(pooled).split(counts))
