@@ -8,6 +8,7 @@ visionllm predict IMAGES... --checkpoint K [--instruction "find all cups and kni
                   [--task detect --classes cup knife] [--phrase "the man in the red shirt"]
                   [--decode parallel|autoregressive|tokens] [--out-dir D] [--score-thr 0.3]
 visionllm serve [--checkpoint K] [--config C] [--host 127.0.0.1] [--port 7860]
+visionllm chat IMAGE [--checkpoint K] [--planner rules|smollm2|openai] [--url URL]  (lines from stdin)
 
 DATA is a COCO JSON, a folder with annotations/*.json, or a Pascal VOC folder (converted on the fly);
 without a validation split, 20% of the training images are held out (seeded; split.json in the work
@@ -43,6 +44,7 @@ import torch
 from mmengine.config import Config, DictAction
 from tqdm import tqdm
 
+from visionllm.agent.terminal import add_chat_parser, chat_command
 from visionllm.apis import Prediction, Predictor, draw_predictions, list_images
 from visionllm.apis.inference import UnreadableImageError
 from visionllm.data.own_data import prepare_data, prepare_test_data
@@ -170,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--cfg-options", nargs="+", action=DictAction, help="override config keys: k=v ...")
     add_debug_flag(serve)
+    add_debug_flag(add_chat_parser(commands, DEMO_CHECKPOINT))
     return parser
 
 
@@ -185,6 +188,7 @@ def _main(argv: Sequence[str]) -> int:
         "test": test_command,
         "predict": predict_command,
         "serve": serve_command,
+        "chat": chat_command,
     }
     return commands[args.command](args)
 
