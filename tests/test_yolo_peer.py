@@ -90,8 +90,11 @@ def greedy_nms(boxes: torch.Tensor, scores: torch.Tensor, threshold: float) -> l
     return keep
 
 
+# not importorskip: importing Ultralytics here would write its settings and set OMP_NUM_THREADS here
+@pytest.mark.skipif(
+    importlib.util.find_spec("ultralytics") is None, reason="the optional benchmark peer (make peer)"
+)
 def test_torchvision_nms_runs_in_pure_torch_and_matches_a_greedy_reference(tmp_path):
-    pytest.importorskip("ultralytics", reason="the optional benchmark peer (make peer)")
     generator = torch.Generator().manual_seed(0)
     xy = torch.rand(300, 2, generator=generator) * 100
     boxes = torch.cat([xy, xy + 5 + torch.rand(300, 2, generator=generator) * 30], dim=1)
