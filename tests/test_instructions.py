@@ -141,3 +141,33 @@ def test_request_validates_region_and_point_inputs_and_strips_task_tokens_for_th
         Request(task="detect", classes=["cup"], text="cup <c0>, knife <c1>")
     with pytest.raises(ValueError, match="class name"):
         Request(task="detect", classes=["cup <c3>"], text="x")
+
+
+def test_the_rules_half_of_the_instruction_set_resolves_and_the_issues_examples_do() -> None:
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "instruction_resolution.py"
+    spec = importlib.util.spec_from_file_location("instruction_resolution", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    items = bench.load_set("rules")
+    for planner in ("resolver", "rules"):
+        assert bench.score(bench.resolver(planner), items)["exact"] >= 0.95, planner
+    # issue #24's examples, which once resolved to no task or to "around them" / "boxes around all lemon"
+    # (its "Highlight where the apples are." is in the held-out half: the resolver still misses it)
+    examples = {
+        "Please circle each kite.": ("detect", ["kite"]),
+        "Which of these can you see here, and where: plate, fork, glass?": (
+            "detect",
+            ["plate", "fork", "glass"],
+        ),
+        "Could you tell me where each squirrel is and draw boxes around them?": ("detect", ["squirrel"]),
+        "I want bounding boxes around all lemons, limes and oranges in view.": (
+            "detect",
+            ["lemon", "lime", "orange"],
+        ),
+    }
+    for text, expected in examples.items():
+        request = resolve_instruction(text)
+        assert (request.task, request.classes) == expected, text
