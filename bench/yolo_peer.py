@@ -92,10 +92,10 @@ _torchvision_library: torch.library.Library | None = None
 
 # ------------------------------------------------------------------------------------------------ data
 def prepare_dataset(dataset: str, data: Path | None, work_dir: Path) -> dict[str, Any]:
-    """The COCO train and val files of ``dataset``, their image folder, classes and whether they have
-    polygons (VisionLLM's data; YOLO's is converted from it)."""
+    """The COCO train and val files of ``dataset``, their image folder, classes and whether VisionLLM trains
+    segmentation on them (VisionLLM's data; YOLO's is converted from it)."""
     from visionllm.data.coco import load_coco_json
-    from visionllm.data.own_data import prepare_data
+    from visionllm.data.own_data import DataSplits, prepare_data
     from visionllm.data.split import write_split
 
     if dataset == "synthetic":
@@ -107,28 +107,26 @@ def prepare_dataset(dataset: str, data: Path | None, work_dir: Path) -> dict[str
         root = REPO / cfg.synthetic["out_dir"]
         cfg.synthetic["out_dir"] = str(root)
         prepare_synthetic_data(cfg)
-        train, val = root / "annotations/instances_train.json", root / "annotations/instances_val.json"
-        image_dir = root / "images"
+        files = dict(
+            train=root / "annotations/instances_train.json", val=root / "annotations/instances_val.json"
+        )
+        splits = DataSplits(image_dir=root / "images", classes=[], has_polygons=True, **files)
     elif dataset == "bccd":
-        splits = prepare_data(data, work_dir)  # Pascal VOC -> COCO, BCCD's own train / val lists
-        train, val, image_dir = splits.train, splits.val, splits.image_dir
+        splits = prepare_data(data, work_dir)  # Pascal VOC -> COCO (boxes only), BCCD's train / val lists
     else:
-        coco = load_coco_json(str(data / "annotations" / "instances_train2017.json"))
-        write_split(coco, COCO128_SPLIT, work_dir / "data")
-        train, val = work_dir / "data/instances_train.json", work_dir / "data/instances_val.json"
-        image_dir = data / "train2017"
-    coco = load_coco_json(str(train))
-    has_polygons = any(
-        isinstance(ann.get("segmentation"), list) and any(len(p) >= 6 for p in ann["segmentation"])
-        for ann in coco["annotations"]
-    )
+        write_split(
+            load_coco_json(str(data / "annotations/instances_train2017.json")), COCO128_SPLIT, work_dir
+        )
+        files = dict(train=work_dir / "instances_train.json", val=work_dir / "instances_val.json")
+        splits = DataSplits(image_dir=data / "train2017", classes=[], has_polygons=True, **files)
+    coco = load_coco_json(str(splits.train))
     return dict(
         dataset=dataset,
-        train=str(Path(train).resolve()),
-        val=str(Path(val).resolve()),
-        image_dir=str(Path(image_dir).resolve()),
+        train=str(Path(splits.train).resolve()),
+        val=str(Path(splits.val).resolve()),
+        image_dir=str(Path(splits.image_dir).resolve()),
         classes=[category["name"] for category in coco["categories"]],
-        has_polygons=has_polygons,
+        has_polygons=splits.has_polygons,  # as `visionllm train --data` decides it (COCO128 has polygons)
     )
 
 
