@@ -25,13 +25,15 @@ class TaskExamplesMetric(BaseMetric):
     default_prefix = "tasks"
 
     def process(self, data_batch: Any, data_samples: Sequence[Any]) -> None:
+        # one result per image: mmengine keeps as many results as the dataset has images
         for sample in data_samples:
-            examples = sample.get("task_examples", []) if isinstance(sample, dict) else sample.task_examples
-            self.results.extend(examples)
+            self.results.append(
+                sample.get("task_examples", []) if isinstance(sample, dict) else sample.task_examples
+            )
 
     def compute_metrics(self, results: list) -> dict[str, float]:
         grouped: dict[str, list] = {}
-        for name, prediction, reference in results:
+        for name, prediction, reference in (example for image in results for example in image):
             grouped.setdefault(name, []).append((prediction, reference))
         metrics, rows = {}, []
         for name, examples in grouped.items():

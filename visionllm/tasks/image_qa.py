@@ -142,8 +142,8 @@ class CountingTask(TextTask):
     def eval_examples(
         self, dataset_classes: Sequence[str], annotations: ImageAnnotations, rng: np.random.Generator
     ) -> list[tuple[Request, Any]]:
-        """Every class present (up to three) and one absent class."""
-        present = sorted(set(annotations.labels.tolist()))[:3]
+        """Two classes present (the first in label order) and one absent class."""
+        present = sorted(set(annotations.labels.tolist()))[:2]
         absent = [k for k in range(len(dataset_classes)) if k not in present]
         labels = present + absent[int(rng.integers(len(absent))) :][:1]
         requests = [self.build_request([dataset_classes[label]]) for label in labels]
@@ -207,6 +207,6 @@ class ColorQuestionTask(TextTask):
     ) -> list[tuple[Request, Any]]:
         requests = [
             self.build_request([phrase], target_indices=[index])
-            for index, phrase in self.askable(annotations, dataset_classes)[:3]
+            for index, phrase in self.askable(annotations, dataset_classes)[:2]
         ]
         return [(r, self.answer(r, annotations, dataset_classes)) for r in requests]

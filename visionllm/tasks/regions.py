@@ -30,7 +30,7 @@ BOX_JITTER = 0.1
 AREA_RATIO = 1.5
 POSITION_MARGIN = 0.05
 #: Examples scored per image (the first ones in annotation order).
-EVAL_PER_IMAGE = 4
+EVAL_PER_IMAGE = 2
 
 #: "what is this", "what's in the box", "what object is that", "classify the region", "name it".
 CLASSIFY_CUE = re.compile(

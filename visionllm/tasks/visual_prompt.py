@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from visionllm.structures import Prediction
 
 #: Classes scored per image (the first ones present, in label order).
-EVAL_CLASSES_PER_IMAGE = 3
+EVAL_CLASSES_PER_IMAGE = 2
 LIKE_CUE = re.compile(
     r"\b(?:like\s+(?:this|that|the\s+one|<region>)|similar\s+to|same\s+(?:kind|type|class)|more\s+of\s+these)\b"
 )
