@@ -88,12 +88,32 @@ def test_an_unsupported_instruction_lists_every_task_with_an_example():
     for name in SUPPORTED_TASKS:
         assert name in message and TASKS[name].example_instruction in message
     with pytest.raises(ValueError, match="supported tasks"):
-        resolve_instruction(task="caption", classes=["x"])
+        resolve_instruction(task="tracking", classes=["x"])
 
 
 def test_each_tasks_example_instruction_resolves_to_that_task():
+    """Given the region and point inputs the task takes (the examples say so)."""
     for name in SUPPORTED_TASKS:
-        assert resolve_instruction(TASKS[name].example_instruction).task == name
+        task = TASKS[name]
+        inputs = dict(regions=[(1, 2, 30, 40)] * task.region_inputs, points=[(5, 6)] * task.point_inputs)
+        assert resolve_instruction(task.example_instruction, **inputs).task == name
+
+
+def test_region_and_point_inputs_choose_among_the_questions_and_must_match_the_task():
+    box, other, click = (10, 10, 50, 60), (60, 5, 90, 40), (20, 30)
+    assert resolve_instruction("what is this?", regions=[box]).task == "region_classify"
+    assert resolve_instruction("describe the object in the box", regions=[box]).task == "region_describe"
+    assert resolve_instruction("describe the image").task == "caption"
+    assert resolve_instruction("segment what I clicked", points=[click]).task == "point_segment"
+    assert resolve_instruction("find every object like this one", regions=[box]).task == "detect_like"
+    left = resolve_instruction("which one is further left?", regions=[box, other])
+    assert (left.task, left.regions) == ("region_compare", [box, other])
+    assert left.text.startswith("Which is further left, <region> or <region>?")
+    assert resolve_instruction("is it the same colour as that?", regions=[box, other]).text.startswith("Are")
+    with pytest.raises(ValueError, match="takes 1 region"):
+        resolve_instruction("what is this?", task="region_classify")
+    with pytest.raises(ValueError, match="takes 0 region"):
+        resolve_instruction("find the cups", task="detect", regions=[box])
 
 
 def test_an_rng_picks_among_the_templates():

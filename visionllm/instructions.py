@@ -31,12 +31,15 @@ from visionllm.vocab import DEFAULT_MAX_CLASSES
 __all__ = ["Request", "resolve_instruction", "singular_candidates", "singularize", "task_from_text"]
 
 
-def task_from_text(text: str) -> tuple[str, int] | None:
+def task_from_text(text: str, num_regions: int = 0, num_points: int = 0) -> tuple[str, int] | None:
     """The task a lower-cased instruction asks for and where its cue ends, or None when no registered
-    task's cue matches (cues tried lowest priority first; ties in registration order)."""
+    task's cue matches (cues tried lowest priority first; ties in registration order). Only tasks that
+    take ``num_regions`` region and ``num_points`` point inputs are asked: "what is this?" with a box is
+    a region question, "segment what I clicked" with a point a point question."""
     cues = [
         (priority, order, name, cue)
         for order, (name, task) in enumerate(TASKS.items())
+        if (task.region_inputs, task.point_inputs) == (num_regions, num_points)
         for priority, cue in task.cues
     ]
     for _, _, name, cue in sorted(cues, key=lambda item: item[:2]):
@@ -66,16 +69,20 @@ def resolve_instruction(
     known_classes: Sequence[str] | None = None,
     rng: np.random.Generator | None = None,
     max_classes: int = DEFAULT_MAX_CLASSES,
+    regions: Sequence[Sequence[float]] = (),
+    points: Sequence[Sequence[float]] = (),
 ) -> Request:
     """A free-form instruction and/or explicit arguments -> a :class:`Request`.
 
     Explicit ``task``/``classes``/``phrase`` override what the text says. Tasks that take a class list
     use ``known_classes`` (all of them) when none is named. ``rng`` picks a random template instead of
-    the canonical one. Raises ValueError (listing the supported tasks with an example each) when the
-    task cannot be determined.
+    the canonical one. ``regions`` (x1, y1, x2, y2) and ``points`` (x, y) fill the ``<region>`` and
+    ``<point>`` placeholders of region and point questions, in order. Raises ValueError (listing the
+    supported tasks with an example each) when the task cannot be determined, or when the inputs do not
+    match what the task takes.
     """
     text = " ".join((instruction or "").lower().split())
-    found = task_from_text(text) if text else None
+    found = task_from_text(text, len(regions), len(points)) if text else None
     if task is not None:
         task = canonical_task_name(task)
     elif found is not None:
@@ -84,8 +91,15 @@ def resolve_instruction(
         raise ValueError(unsupported_instruction_message(instruction))
     task_type = TASKS[task]
     cue_end = found[1] if found else 0
+    if (len(regions), len(points)) != (task_type.region_inputs, task_type.point_inputs):
+        raise ValueError(
+            f"the task {task!r} takes {task_type.region_inputs} region(s) and {task_type.point_inputs} "
+            f"point(s), but {len(regions)} region(s) and {len(points)} point(s) were given"
+        )
 
-    if task_type.names_kind == "phrase":
+    if task_type.names_kind == "none":
+        names = list(task_type.fixed_classes)
+    elif task_type.names_kind == "phrase":
         phrase = phrase or (classes[0] if classes else None)
         if phrase:
             names = [phrase]
@@ -99,10 +113,18 @@ def resolve_instruction(
         names = task_type.names_from_text(text, cue_end, known_classes)
     else:
         names = list(known_classes or ())
-    if not names:
+    if not names and task_type.names_kind != "none":
         raise ValueError(
             f"no classes named for task {task!r}: list them in the instruction or pass classes=[...]"
         )
     check_class_count(names, max_classes)
-    template_index = 0 if rng is None else int(rng.integers(len(task_type.templates)))
-    return Request(task=task, classes=names, text=task_type.render_text(names, template_index))
+    template_index = (
+        task_type.template_for_text(text) if rng is None else int(rng.integers(len(task_type.templates)))
+    )
+    return Request(
+        task=task,
+        classes=names,
+        text=task_type.render_text(names, template_index),
+        regions=[tuple(float(v) for v in box) for box in regions],
+        points=[tuple(float(v) for v in point) for point in points],
+    )

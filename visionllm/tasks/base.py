@@ -276,6 +276,9 @@ class TaskBase(ABC):
     #: How many ``<region>`` and ``<point>`` inputs its requests take (filled by RoI / point features).
     region_inputs: ClassVar[int] = 0
     point_inputs: ClassVar[int] = 0
+    #: The class list of every request of a task whose instructions name nothing (``names_kind``
+    #: ``"none"``), e.g. ``("object",)`` for "segment the object at <point>"; () for questions in words.
+    fixed_classes: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, vocab: TaskVocab) -> None:
         self.vocab = vocab
@@ -317,6 +320,12 @@ class TaskBase(ABC):
         if known_classes and not set(names) & set(known_classes):
             names = known_names_in(text, known_classes) or names
         return names
+
+    @classmethod
+    def template_for_text(cls, text: str) -> int:
+        """The template a free-form instruction (lower-cased) is asked with: the first, unless a task's
+        templates ask different questions (``RegionComparisonTask``: larger, further left, same colour)."""
+        return 0
 
     def request_for_eval(self, dataset_classes: Sequence[str]) -> Request:
         """The deterministic evaluation instruction: first template, classes in dataset order."""

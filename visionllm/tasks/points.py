@@ -82,7 +82,7 @@ class PointTask:
 
     def request_at(self, index: int, annotations: ImageAnnotations, template_index: int, rng) -> Request:
         point = visible_point(annotations, index, rng)
-        return self.build_request(self.point_classes, template_index, target_indices=[index], points=[point])
+        return self.build_request(self.fixed_classes, template_index, target_indices=[index], points=[point])
 
     def sample_request(
         self, dataset_classes: Sequence[str], annotations: ImageAnnotations, rng: np.random.Generator
@@ -105,7 +105,6 @@ class PointClassificationTask(PointTask, TextTask):
     name = "point_classify"
     synonyms = ("point_classification", "classify_point")
     names_kind = "none"
-    point_classes: ClassVar[list[str]] = []
     cues: ClassVar[tuple[tuple[int, Cue], ...]] = ((11, POINT_CLASSIFY_CUE.search),)
     templates: ClassVar[tuple[str, ...]] = (
         "What is at <point>?",
@@ -127,7 +126,7 @@ class PointSegmentationTask(PointTask, SegmentationTask):
     synonyms = ("point_segmentation", "click_segment", "segment_point")
     iou_types = ()
     names_kind = "none"
-    point_classes: ClassVar[list[str]] = ["object"]
+    fixed_classes = ("object",)
     #: before segmentation's cue: "segment what I clicked" asks for the one object
     cues: ClassVar[tuple[tuple[int, Cue], ...]] = ((18, POINT_SEGMENT_CUE.search),)
     templates: ClassVar[tuple[str, ...]] = (

@@ -50,7 +50,9 @@ def jitter_box(box: np.ndarray, rng: np.random.Generator, canvas_size: float) ->
     kept inside the canvas and at least one pixel wide and high."""
     x1, y1, x2, y2 = (float(v) for v in box)
     width, height = x2 - x1, y2 - y1
-    moved = np.array([x1, y1, x2, y2]) + rng.uniform(-BOX_JITTER, BOX_JITTER, 4) * np.array([width, height, width, height])
+    moved = np.array([x1, y1, x2, y2]) + rng.uniform(-BOX_JITTER, BOX_JITTER, 4) * np.array(
+        [width, height, width, height]
+    )
     moved = np.clip(moved, 0.0, canvas_size)
     moved[2] = max(moved[2], moved[0] + 1.0)
     moved[3] = max(moved[3], moved[1] + 1.0)
@@ -170,6 +172,12 @@ class RegionComparisonTask(RegionTask):
     cues: ClassVar[tuple[tuple[int, Cue], ...]] = ((13, COMPARE_CUE.search),)
     templates: ClassVar[tuple[str, ...]] = tuple(t for group in COMPARISONS.values() for t in group)
     example_instruction = "is this one larger than that one? (with two --region boxes)"
+
+    @classmethod
+    def template_for_text(cls, text: str) -> int:
+        """The first template of the comparison the text asks for (left/right, colour, else size)."""
+        kind = "left" if re.search(r"\b(?:left|right)\b", text) else "color" if "colo" in text else "larger"
+        return cls.templates.index(COMPARISONS[kind][0])
 
     @staticmethod
     def kind(template_index: int) -> str:

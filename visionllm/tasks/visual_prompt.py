@@ -43,7 +43,7 @@ class VisualPromptDetectionTask(DetectionTask):
     region_inputs: ClassVar[int] = 1
     #: the tokenizer's class feature comes from the region, not from a name
     class_from_region: ClassVar[bool] = True
-    prompt_class = "object like the region"
+    fixed_classes = ("object like the region",)
     cues: ClassVar[tuple[tuple[int, Cue], ...]] = ((15, LIKE_CUE.search),)
     templates: ClassVar[tuple[str, ...]] = (
         "Find every object like <region>, the {classes}.",
@@ -62,7 +62,7 @@ class VisualPromptDetectionTask(DetectionTask):
         if rng is not None:
             box = jitter_box(box, rng, annotations.canvas_size)
         same = np.flatnonzero(annotations.labels == annotations.labels[index]).tolist()
-        return self.build_request([self.prompt_class], template_index, target_indices=same, regions=[box])
+        return self.build_request(self.fixed_classes, template_index, target_indices=same, regions=[box])
 
     def sample_request(
         self, dataset_classes: Sequence[str], annotations: ImageAnnotations, rng: np.random.Generator
