@@ -2,7 +2,7 @@
 seconds per request, and what kinds of failures each planner makes.
 
     python bench/agent_plans.py [--planners rules smollm2 smollm2-free] [--url URL --model M]
-        [--out bench/results/agent_plans.json] [--write-answers]
+        [--out bench/results/agent_plans.json] [--write-answers] [--limit N]
 
 The set is ``bench/sets/agent_plans.json``: 42 turns in 19 conversations on synthetic images, each with
 its hand-written expected plan (7 are requests no tool can serve: they must be declined) and its expected
@@ -11,6 +11,8 @@ memory, so a planner that got an earlier turn wrong may get them wrong too. The 
 the image's ground-truth objects (an oracle in place of the model), so the figures measure the planners,
 not the vision model. A turn's plan is its planner's first one; its final answer is the reply after the
 agent's one repair. ``--write-answers`` runs the expected plans and stores their answers in the set.
+``--limit N`` runs the model planners on the first N conversations only (SmolLM2 takes 5-15 s a plan
+on 2 CPU cores).
 """
 
 from __future__ import annotations
@@ -183,18 +185,21 @@ def failure_kind(raw, produced: dict | None, expected: dict, error: str | None) 
     return "valid, wrong arguments"
 
 
-def run_planner(name: str, data: dict, coco: dict, images: dict, url: str | None, model: str) -> dict:
+def run_planner(
+    name: str, data: dict, coco: dict, images: dict, url: str | None, model: str, limit: int | None = None
+) -> dict:
     """Every conversation with one planner: per-turn records and the totals."""
     oracle = OraclePredictor(coco)
     registry = default_registry()
     if name.startswith("smollm2"):
-        base = make_planner("smollm2", registry, constrained=name == "smollm2")
+        base = make_planner("smollm2", registry, constrained=name == "smollm2", max_new_tokens=200)
     elif name == "openai":
         base = make_planner("openai", registry, url=url, model=model)
     else:
         base = make_planner(name, registry)
     turns = []
-    for conversation in data["conversations"]:
+    conversations = data["conversations"] if name == "rules" else data["conversations"][:limit]
+    for conversation in conversations:
         oracle.image_id = conversation["image"]
         planner = Recording(base)
         with tempfile.TemporaryDirectory() as memory_dir:
@@ -249,6 +254,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--model", default="default", help="the openai planner's model name")
     parser.add_argument("--out", type=Path, help="write the results (every turn's plan and reply) as JSON")
     parser.add_argument("--write-answers", action="store_true", help="store the expected plans' answers")
+    parser.add_argument("--limit", type=int, help="the model planners: only the first N conversations")
     args = parser.parse_args(argv)
     data = json.loads(SET.read_text())
     with tempfile.TemporaryDirectory() as folder:
@@ -257,11 +263,13 @@ def main(argv: list[str] | None = None) -> dict:
             write_answers(data, coco, images)
             return {}
         results = {
-            name: run_planner(name, data, coco, images, args.url, args.model) for name in args.planners
+            name: run_planner(name, data, coco, images, args.url, args.model, args.limit)
+            for name in args.planners
         }
     rows = [
         [
             name,
+            r["n"],
             f"{r['valid']:.3f}",
             f"{r['exact']:.3f}",
             f"{r['steps']:.3f}",
@@ -270,8 +278,8 @@ def main(argv: list[str] | None = None) -> dict:
         ]
         for name, r in results.items()
     ]
-    header = "planner | plan validity | exact plan | step accuracy | final answer | s / request"
-    print(table(header, "", rows, "lrrrrr"))
+    header = "planner | turns | plan validity | exact plan | step accuracy | final answer | s / request"
+    print(table(header, "", rows, "lrrrrrr"))
     kinds = sorted({kind for r in results.values() for kind in r["kinds"]})
     print()
     print(
