@@ -33,6 +33,7 @@ with 2; ``--debug`` (or ``VISIONLLM_DEBUG=1``) shows the traceback instead.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import pickle
 import sys
@@ -75,6 +76,21 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
+
+
+def coordinates(count: int) -> Callable[[str], tuple[float, ...]]:
+    """An argparse type: ``"10,20,110,90"`` -> ``count`` floats, or a clear usage error."""
+
+    def parse(text: str) -> tuple[float, ...]:
+        try:
+            values = tuple(float(v) for v in text.split(","))
+        except ValueError:
+            values = ()
+        if len(values) != count or not all(math.isfinite(v) for v in values):
+            raise argparse.ArgumentTypeError(f"expected {count} comma-separated numbers, got {text!r}")
+        return values
+
+    return parse
 
 
 def add_debug_flag(parser: argparse.ArgumentParser) -> None:
@@ -149,9 +165,28 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--checkpoint", required=True, help="a checkpoint written by training")
     predict.add_argument("--config", help="default: the config saved in the checkpoint")
     predict.add_argument("--instruction", help='free-form, e.g. "segment every dog"')
-    predict.add_argument("--task", help="detect, segment or ground (overrides the instruction's)")
+    predict.add_argument("--task", help="a task name, e.g. detect, segment, ground, region_classify, caption "
+                         "(overrides the instruction's)")  # fmt: skip
     predict.add_argument("--classes", nargs="+", help="class names (overrides the instruction's)")
     predict.add_argument("--phrase", help="the referring expression of a grounding request")
+    predict.add_argument(
+        "--region",
+        dest="regions",
+        action="append",
+        default=[],
+        type=coordinates(4),
+        metavar="X1,Y1,X2,Y2",
+        help="a box in image pixels for a region question (repeatable, in the <region> order)",
+    )
+    predict.add_argument(
+        "--point",
+        dest="points",
+        action="append",
+        default=[],
+        type=coordinates(2),
+        metavar="X,Y",
+        help="a click in image pixels for a point question (repeatable)",
+    )
     predict.add_argument("--decode", choices=DECODE_MODES, help="default: the config's")
     predict.add_argument("--out-dir", default="predictions", help="where the JSON and drawings go")
     predict.add_argument("--score-thr", type=float, default=0.3, help="leave out objects scoring less")
@@ -247,7 +282,14 @@ def predict_command(args: argparse.Namespace) -> int:
     predictor = Predictor.from_checkpoint(
         args.config, args.checkpoint, device=args.device, cfg_options=args.cfg_options
     )
-    request = predictor.resolve(args.instruction, task=args.task, classes=args.classes, phrase=args.phrase)
+    request = predictor.resolve(
+        args.instruction,
+        task=args.task,
+        classes=args.classes,
+        phrase=args.phrase,
+        regions=args.regions,
+        points=args.points,
+    )
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     stems = _unique_stems(images)
@@ -263,6 +305,11 @@ def predict_command(args: argparse.Namespace) -> int:
                     {"file_name": prediction.file_name, **entry}
                     for entry in prediction_to_coco(prediction, image_id)
                 ]
+                if prediction.text is not None:  # an answer in words
+                    entries.append(
+                        {"file_name": prediction.file_name, "image_id": image_id, "task": request.task,
+                         "text": prediction.text, "score": prediction.text_score}
+                    )  # fmt: skip
                 draw_predictions(image, prediction, out_dir / f"{stems[image_id]}.png")
                 drawn += 1
                 bar.write(summary_line(prediction), file=sys.stdout)
@@ -305,6 +352,8 @@ def summary_line(prediction: Prediction) -> str:
     """``kitchen.jpg: detect, 3 objects (2 cup, 1 knife); dropped tokens: truncated=1``."""
     counts = Counter(obj.class_name for obj in prediction.objects)
     found = ", ".join(f"{n} {name}" for name, n in counts.most_common())
+    if prediction.text is not None:
+        return f"{prediction.file_name}: {prediction.request.task}: {prediction.text}"
     line = f"{prediction.file_name}: {prediction.request.task}, {len(prediction.objects)} objects"
     line += f" ({found})" if found else ""
     if prediction.dropped_tokens:

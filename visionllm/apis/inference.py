@@ -5,6 +5,11 @@
     [prediction] = predictor.predict("kitchen.jpg", "find all the cups and knives")
     for obj in prediction.objects:
         print(obj.class_name, obj.score, obj.box)
+    [answer] = predictor.predict("kitchen.jpg", "what is this?", regions=[(40, 60, 120, 200)])
+    print(answer.text)
+
+Region boxes (x1, y1, x2, y2) and points (x, y) are given in the image's own pixels; the Predictor
+checks them against each image and maps them through the same resize as the pixels.
 
 Images go through the config's test pipeline with its file loader swapped for mmdet's
 ``LoadImageFromNDArray``: every input is decoded to RGB pixels first (files the way ``LoadImageRGB``
@@ -136,10 +141,13 @@ class Predictor:
         task: str | None = None,
         classes: Sequence[str] | None = None,
         phrase: str | None = None,
+        regions: Sequence[Sequence[float]] = (),
+        points: Sequence[Sequence[float]] = (),
     ) -> Request:
-        """The request an instruction and/or explicit arguments make (see ``resolve_instruction``).
-        Without either, the model's evaluation task over all its classes (grounding with a phrase).
-        Raises ValueError for an instruction that names no supported task or one the model lacks."""
+        """The request an instruction and/or explicit arguments make (see ``resolve_instruction``), its
+        regions and points in original-image pixels. Without either, the model's evaluation task over all
+        its classes (grounding with a phrase). Raises ValueError for an instruction that names no
+        supported task or one the model lacks."""
         if instruction is None and task is None:
             task = "ground" if phrase else self.model.eval_task
         request = resolve_instruction(
@@ -149,6 +157,8 @@ class Predictor:
             phrase=phrase,
             known_classes=self.model.class_names,
             max_classes=self.model.vocab.max_classes,
+            regions=regions,
+            points=points,
         )
         if request.task not in self.model.tasks:
             raise ValueError(
@@ -165,20 +175,27 @@ class Predictor:
         task: str | None = None,
         classes: Sequence[str] | None = None,
         phrase: str | None = None,
+        regions: Sequence[Sequence[float]] = (),
+        points: Sequence[Sequence[float]] = (),
         decode: str | None = None,
         score_thr: float = 0.0,
         batch_size: int = 1,
     ) -> list[Prediction]:
         """One :class:`Prediction` per image (folders expand to their images), for one request.
 
-        ``instruction`` is free-form text or an already resolved :class:`Request`; ``task``,
-        ``classes`` and ``phrase`` override what the text says. ``decode`` is ``'parallel'`` or
-        ``'autoregressive'`` (default: the model's). Objects scoring below ``score_thr`` are left out.
+        ``instruction`` is free-form text or an already resolved :class:`Request` (regions and points in
+        original-image pixels); ``task``, ``classes`` and ``phrase`` override what the text says;
+        ``regions`` (x1, y1, x2, y2) and ``points`` (x, y), in each image's pixels, fill the ``<region>``
+        / ``<point>`` placeholders of region and point questions ("what is this?"). ``decode`` is
+        ``'parallel'`` or ``'autoregressive'`` (default: the model's). Objects scoring below
+        ``score_thr`` are left out; answers in words are in ``Prediction.text``.
         """
         request = (
             instruction
             if isinstance(instruction, Request)
-            else self.resolve(instruction, task=task, classes=classes, phrase=phrase)
+            else self.resolve(
+                instruction, task=task, classes=classes, phrase=phrase, regions=regions, points=points
+            )
         )
         decode_mode = decode or self.model.decode_mode
         inputs = list_images(images)
@@ -188,11 +205,29 @@ class Predictor:
             packed = pseudo_collate([self._prepare(image) for image in batch])
             data = self.model.data_preprocessor(packed, False)
             metas = [sample.metainfo for sample in data["data_samples"]]
-            answers = self.model.generate(data["inputs"], [request] * len(batch), metas, decode_mode)
+            requests = [self._in_model_pixels(request, meta, image) for meta, image in zip(metas, batch)]
+            answers = self.model.generate(data["inputs"], requests, metas, decode_mode)
             for image, answer in zip(batch, answers):
                 answer.file_name = str(image) if isinstance(image, (str, os.PathLike)) else None
                 predictions.append(answer.above(score_thr))
         return predictions
+
+    @staticmethod
+    def _in_model_pixels(request: Request, meta: dict, image: ImageInput) -> Request:
+        """``request`` with its regions and points checked against the image (original pixels) and mapped
+        through the test pipeline's resize."""
+        height, width = meta["ori_shape"]
+        name = f"{image}" if isinstance(image, (str, os.PathLike)) else "the image"
+        for k, (x1, y1, x2, y2) in enumerate(request.regions, 1):
+            if x1 < 0 or y1 < 0 or x2 > width or y2 > height:
+                raise ValueError(
+                    f"region {k} ({x1:g}, {y1:g}, {x2:g}, {y2:g}) is not inside {name} ({width}x{height} px)"
+                )
+        for k, (x, y) in enumerate(request.points, 1):
+            if not (0 <= x < width and 0 <= y < height):
+                raise ValueError(f"point {k} ({x:g}, {y:g}) is not inside {name} ({width}x{height} px)")
+        sx, sy = meta.get("scale_factor", (1.0, 1.0))
+        return request.scaled(sx, sy)
 
     def _prepare(self, image: ImageInput) -> dict:
         """The test pipeline's packed inputs for one image."""

@@ -1,5 +1,6 @@
 """Draw a :class:`~visionllm.apis.inference.Prediction` over its image: boxes, semi-transparent
-polygons and "class score" labels, one colour per requested class.
+polygons and "class score" labels, one colour per requested class; the request's input regions (dashed
+white boxes, numbered) and points (white rings), and an answer in words in a band under the image.
 
 Small images are scaled up before drawing (to ``min_size`` on their longer side) so that labels stay
 readable; the output PNG has the drawn size.
@@ -65,7 +66,61 @@ def draw_predictions(
         draw.rectangle((x1, label_y, x1 + width, label_y + height), fill=(*colour, 255))
         text_colour = (0, 0, 0) if sum(colour) > 3 * 150 else (255, 255, 255)
         draw.text((x1 + line_width - left, label_y + line_width - top), text, fill=text_colour, font=font)
+    _draw_inputs(draw, prediction, scale, font, line_width)
     drawn = Image.alpha_composite(canvas, overlay).convert("RGB")
+    if prediction.text is not None:
+        drawn = _with_answer(drawn, f"{prediction.request.task}: {prediction.text}", font, line_width)
     if out_png is not None:
         drawn.save(out_png)
     return drawn
+
+
+def _draw_inputs(
+    draw: ImageDraw.ImageDraw, prediction: Prediction, scale: float, font, line_width: int
+) -> None:
+    """The request's regions (dashed boxes labelled 1, 2, ...) and points (rings), in white on black."""
+    for k, (x1, y1, x2, y2) in enumerate(prediction.request.regions, 1):
+        x1, y1, x2, y2 = (v * scale for v in (x1, y1, x2, y2))
+        dash = 4 * line_width
+        for start in range(0, int(2 * (x2 - x1 + y2 - y1)), 2 * dash):
+            segment = _perimeter_segment(x1, y1, x2, y2, start, start + dash)
+            draw.line(segment, fill=(255, 255, 255, 255), width=line_width)
+        draw.text((x1 + line_width, y1 + line_width), str(k), fill=(255, 255, 255, 255), font=font,
+                  stroke_width=2, stroke_fill=(0, 0, 0, 255))  # fmt: skip
+    for x, y in prediction.request.points:
+        radius = 3 * line_width
+        x, y = x * scale, y * scale
+        draw.ellipse(
+            (x - radius, y - radius, x + radius, y + radius), outline=(0, 0, 0, 255), width=line_width + 2
+        )
+        draw.ellipse(
+            (x - radius, y - radius, x + radius, y + radius), outline=(255, 255, 255, 255), width=line_width
+        )
+
+
+def _perimeter_segment(x1: float, y1: float, x2: float, y2: float, a: float, b: float) -> list[tuple]:
+    """The points of the box outline between arc lengths ``a`` and ``b`` (clockwise from the top left)."""
+    corners = [(x1, y1), (x2, y1), (x2, y2), (x1, y2), (x1, y1)]
+    points, walked = [], 0.0
+    for (px, py), (qx, qy) in zip(corners, corners[1:]):
+        length = abs(qx - px) + abs(qy - py)
+        lo, hi = max(a - walked, 0.0), min(b - walked, length)
+        if lo < hi and length:
+            t0, t1 = lo / length, hi / length
+            segment = [(px + (qx - px) * t0, py + (qy - py) * t0), (px + (qx - px) * t1, py + (qy - py) * t1)]
+            points += segment if not points else segment[1:]
+        walked += length
+    return points or [(x1, y1), (x1, y1)]
+
+
+def _with_answer(image: Image.Image, text: str, font, margin: int) -> Image.Image:
+    """``image`` above a white band holding ``text``."""
+    probe = ImageDraw.Draw(image)
+    left, top, right, bottom = probe.textbbox((0, 0), text, font=font)
+    band = bottom - top + 4 * margin
+    out = Image.new("RGB", (image.width, image.height + band), (255, 255, 255))
+    out.paste(image, (0, 0))
+    ImageDraw.Draw(out).text(
+        (2 * margin - left, image.height + 2 * margin - top), text, fill=(0, 0, 0), font=font
+    )
+    return out

@@ -1,0 +1,318 @@
+"""Regions, points and answers in words (issue #22): the RoI / point path against plain references, every
+new task's targets and metric, a tiny model trained with every task in one batch, and every bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from mmengine.config import Config
+from PIL import Image
+from transformers import AutoTokenizer
+
+from tests.conftest import REPO
+from tests.test_model import CANVAS, make_sample, tiny_config
+from visionllm.apis import Predictor, draw_predictions
+from visionllm.cli import main
+from visionllm.models.decoding import embed_batch
+from visionllm.models.prompt_encoder import roi_align, sample_points
+from visionllm.pretrained import minilm_dir
+from visionllm.registry import MODELS
+from visionllm.structures import Prediction
+from visionllm.tasks import TASKS, ImageAnnotations, NoReferentError, Request, TextTask, build_task
+from visionllm.tasks.points import mask_iou, visible_point
+from visionllm.vocab import TaskVocab
+
+CLASSES = ["circle", "square", "triangle", "star", "cross"]
+NEW_TASKS = (
+    "region_classify", "region_describe", "region_compare", "point_classify", "point_segment", "detect_like",
+    "caption", "count", "color_question",
+)  # fmt: skip
+
+
+def bilinear(feature: np.ndarray, y: float, x: float) -> np.ndarray:
+    """Plain bilinear sample (C,) of (C,H,W) at pixel-centre coordinates, clamped at the edges."""
+    height, width = feature.shape[1:]
+    y, x = min(max(y, 0.0), height - 1.0), min(max(x, 0.0), width - 1.0)
+    y0, x0 = int(np.floor(y)), int(np.floor(x))
+    y1, x1 = min(y0 + 1, height - 1), min(x0 + 1, width - 1)
+    dy, dx = y - y0, x - x0
+    return (
+        feature[:, y0, x0] * (1 - dy) * (1 - dx)
+        + feature[:, y0, x1] * (1 - dy) * dx
+        + feature[:, y1, x0] * dy * (1 - dx)
+        + feature[:, y1, x1] * dy * dx
+    )
+
+
+def reference_roi_align(feature: np.ndarray, box, size: int, scale: float, ratio: int) -> np.ndarray:
+    """RoIAlign (aligned=True) by its definition: each of size x size bins averages ratio^2 samples."""
+    x1, y1, x2, y2 = (v * scale - 0.5 for v in box)
+    bin_w, bin_h = (x2 - x1) / size, (y2 - y1) / size
+    out = np.zeros((feature.shape[0], size, size))
+    for i in range(size):
+        for j in range(size):
+            samples = [
+                bilinear(feature, y1 + (i + (a + 0.5) / ratio) * bin_h, x1 + (j + (b + 0.5) / ratio) * bin_w)
+                for a in range(ratio)
+                for b in range(ratio)
+            ]
+            out[:, i, j] = np.mean(samples, axis=0)
+    return out
+
+
+def test_roi_align_and_point_sampling_match_plain_references():
+    rng = np.random.default_rng(0)
+    features = torch.tensor(rng.normal(size=(2, 3, 9, 12)), dtype=torch.float32)
+    rois = torch.tensor([[0, 3.0, 5.0, 40.0, 30.0], [1, 0.0, 0.0, 48.0, 36.0], [0, 10.5, 2.2, 14.1, 9.9]])
+    pooled = roi_align(features, rois, output_size=3, spatial_scale=0.25, sampling_ratio=2)
+    for k, (image, *box) in enumerate(rois.tolist()):
+        expected = reference_roi_align(features[int(image)].numpy(), box, 3, 0.25, 2)
+        np.testing.assert_allclose(pooled[k].numpy(), expected, atol=1e-5)
+    points = torch.tensor([[1, 17.0, 9.0], [0, 0.0, 35.9]])
+    sampled = sample_points(features, points, spatial_scale=0.25)
+    for k, (image, x, y) in enumerate(points.tolist()):
+        expected = bilinear(features[int(image)].numpy(), y * 0.25 - 0.5, x * 0.25 - 0.5)
+        np.testing.assert_allclose(sampled[k].numpy(), expected, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def vocab():
+    return TaskVocab(AutoTokenizer.from_pretrained(minilm_dir()), num_bins=64, max_classes=10)
+
+
+def scene() -> ImageAnnotations:
+    """Two red circles (left), a small blue star and a green cross, on a 100 px canvas."""
+    boxes = [[5, 10, 25, 30], [30, 50, 60, 80], [62, 5, 72, 15], [75, 40, 95, 70]]
+    polygons = [[np.array([x1, y1, x2, y1, x2, y2, x1, y2], dtype=float)] for x1, y1, x2, y2 in boxes]
+    attributes = [
+        {"color": "red", "size": "medium"},
+        {"color": "red", "size": "large"},
+        {"color": "blue", "size": "small"},
+        {"color": "green", "size": "medium"},
+    ]
+    return ImageAnnotations(np.array(boxes, float), np.array([0, 0, 3, 4]), 100, polygons, attributes)
+
+
+def test_text_answers_follow_the_annotations(vocab):
+    annotations, rng = scene(), np.random.default_rng(0)
+    caption = build_task("caption", vocab)
+    assert caption.answer(caption.build_request([]), annotations, CLASSES) == (
+        "two red circles, a small blue star and a medium green cross"
+    )
+    count = build_task("count", vocab)
+    assert count.build_request(["cross"]).text.startswith("How many crosses are there?")
+    assert [count.answer(count.build_request([name]), annotations, CLASSES) for name in CLASSES] == [
+        "2", "0", "0", "1", "1",
+    ]  # fmt: skip
+    colour = build_task("color_question", vocab)
+    asked = dict((phrase, index) for index, phrase in colour.askable(annotations, CLASSES))
+    assert asked == {"medium circle": 0, "large circle": 1, "star": 2, "cross": 3}
+    assert colour.answer(colour.build_request(["star"], target_indices=[2]), annotations, CLASSES) == "blue"
+    describe = build_task("region_describe", vocab)
+    request = describe.sample_request(CLASSES, annotations, rng)
+    index = request.target_indices[0]
+    assert describe.answer(request, annotations, CLASSES).endswith(CLASSES[annotations.labels[index]])
+    box, region = annotations.boxes[index], np.array(request.regions[0])
+    assert np.all(np.abs(region - box) <= 0.1 * np.tile(box[2:] - box[:2], 2) + 1e-6)  # jittered, not lost
+    compare = build_task("region_compare", vocab)
+    answers = {}
+    for request, answer in compare.eval_examples(CLASSES, annotations, rng):
+        a, b = request.target_indices
+        answers[compare.kind(compare.templates.index(request.text.split(" Answer")[0]))] = (a, b, answer)
+    a, b, answer = answers["left"]
+    assert answer == ("first" if annotations.boxes[a, 0] < annotations.boxes[b, 0] else "second")
+    a, b, answer = answers["color"]
+    assert answer == (
+        "yes" if annotations.attributes[a]["color"] == annotations.attributes[b]["color"] else "no"
+    )
+
+
+def test_object_tasks_with_inputs_round_trip_their_targets(vocab):
+    annotations, rng = scene(), np.random.default_rng(1)
+    like = build_task("detect_like", vocab)
+    request = like.request_like(1, annotations, 0)  # the large circle as the example
+    assert request.text.index("<region>") < request.text.index("<c0>")  # the pointer reads the region
+    targets = like.encode_objects(request, annotations, CLASSES)
+    parsed = like.parse(like.target_sequence(targets), request, 100)
+    assert len(parsed.objects) == 2 and not parsed.dropped  # both circles
+    segment = build_task({"type": "point_segment", "num_points": 8}, vocab)
+    for index in range(len(annotations)):
+        request = segment.request_at(index, annotations, 0, rng)
+        x, y = request.points[0]
+        x1, y1, x2, y2 = annotations.boxes[index]
+        assert x1 <= x <= x2 and y1 <= y <= y2
+        [obj] = segment.parse(
+            segment.target_sequence(segment.encode_objects(request, annotations, CLASSES)), request, 100
+        ).objects
+        assert mask_iou([obj.polygon], [p.tolist() for p in annotations.polygons[index]], 100, 100) > 0.8
+
+
+def test_a_click_lands_on_the_visible_part_of_an_occluded_instance():
+    below = [np.array([0, 0, 40, 0, 40, 40, 0, 40], dtype=float)]
+    above = [np.array([0, 0, 40, 0, 40, 30, 0, 30], dtype=float)]  # covers the top three quarters
+    annotations = ImageAnnotations(
+        np.array([[0, 0, 40, 40], [0, 0, 40, 30]], float), [0, 1], 50, [below, above]
+    )
+    rng = np.random.default_rng(0)
+    assert all(visible_point(annotations, 0, rng)[1] > 30 for _ in range(20))
+
+
+def test_every_task_scores_its_examples_with_its_own_metric(vocab):
+    rng, full = np.random.default_rng(2), scene()
+    images = [full] + [
+        ImageAnnotations(
+            full.boxes[keep],
+            full.labels[keep],
+            100,
+            [full.polygons[i] for i in keep],
+            [full.attributes[i] for i in keep],
+        )  # fmt: skip
+        for keep in ([0, 1, 2], [2, 3])
+    ]
+    meta = {"ori_shape": (100, 100), "scale_factor": (1.0, 1.0)}
+    for name in NEW_TASKS:
+        task = build_task(name, vocab)
+        # three images: CIDEr weighs n-grams by how rare they are across images
+        examples = [(e, image) for image in images for e in task.eval_examples(CLASSES, image, rng)]
+        assert examples, name
+        perfect, wrong = [], []
+        for (request, reference), image in examples:
+            if isinstance(TASKS[request.task](None), TextTask):
+                perfect.append((Prediction.from_text(reference, 1.0, request, meta, "parallel"), reference))
+                wrong.append((Prediction.from_text("zebra", 1.0, request, meta, "parallel"), reference))
+                continue
+            boxes = (
+                reference[1] if isinstance(reference, tuple) else image.boxes[list(request.target_indices)]
+            )
+            polygons = (
+                [[*b[[0, 1, 2, 1, 2, 3, 0, 3]]] for b in np.asarray(boxes)]
+                if name == "point_segment"
+                else None
+            )
+            none = np.zeros(len(boxes))
+            right = Prediction(request, "parallel", 100, 100, boxes, none + 1, none, none, polygons)
+            perfect.append((right, reference))
+            empty = Prediction(
+                request, "parallel", 100, 100, np.zeros((0, 4)), [], [], [], [] if polygons else None
+            )
+            wrong.append((empty, reference))
+        best, worst = task.summarize(perfect), task.summarize(wrong)
+        headline = next(iter(best))
+        assert best[headline] > 0.99 if headline != "CIDEr" else best[headline] > 1.0, (name, best)
+        assert worst[headline] == 0.0, (name, worst)
+
+
+@pytest.fixture(scope="module")
+def generalist():
+    cfg = tiny_config()
+    cfg.tasks = {name: dict() for name in ("detect", "segment", "ground", *NEW_TASKS)}
+    cfg.tasks["segment"] = cfg.tasks["point_segment"] = dict(num_points=8)
+    cfg.eval_tasks = NEW_TASKS
+    torch.manual_seed(0)
+    return MODELS.build(cfg)
+
+
+def test_region_inputs_are_written_over_their_placeholders(generalist):
+    model = generalist
+    request = Request("region_compare", [], "Is <region> larger than <region>? Answer in words.",
+                      regions=[(1, 1, 20, 20), (30, 30, 60, 50)])  # fmt: skip
+    tokens = model.image_tokenizer(torch.randn(1, 3, CANVAS, CANVAS), [request.plain_text])
+    query = model._query(model.tasks["region_compare"], request)
+    model._fill_prompt_inputs(tokens, [query])
+    embeds, mask, _ = embed_batch(
+        model.llm, tokens.embeds, [query.prompt_ids], prompt_inputs=[query.prompt_inputs]
+    )
+    positions = [i for i, t in enumerate(query.prompt_ids) if t == model.vocab.region_id]
+    assert len(positions) == 2
+    torch.testing.assert_close(embeds[0, positions], query.prompt_inputs)
+    assert not torch.allclose(query.prompt_inputs[0], query.prompt_inputs[1])  # each box its own features
+
+
+def test_a_batch_with_every_task_trains_every_part(generalist):
+    model = generalist
+    model.train()
+    names = list(model.tasks)
+    batch = [make_sample() for _ in names]
+    order = iter(names * 100)
+
+    def next_task(annotations, rng):  # one image per task, every task in the batch
+        for name in order:
+            try:
+                return model.tasks[name], model.tasks[name].sample_request(
+                    model._class_names(), annotations, rng
+                )
+            except NoReferentError:
+                continue
+
+    model._sample_request = next_task
+    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    history = []
+    for _ in range(4):
+        losses = model.loss(
+            torch.randn(len(batch), 3, CANVAS, CANVAS, generator=torch.Generator().manual_seed(0)), batch
+        )
+        assert {"loss_text", "loss_slot_cls", "loss_sequence", "loss_token_cls"} <= set(losses)
+        optimizer.zero_grad()
+        sum(losses.values()).backward()
+        if not history:
+            for part in (
+                "prompt_encoder.region_proj",
+                "prompt_encoder.point_proj",
+                "prompt_encoder.region_class",
+            ):
+                grads = [p.grad for n, p in model.named_parameters() if n.startswith(part)]
+                assert grads and all(g is not None and g.abs().sum() > 0 for g in grads), part
+        optimizer.step()
+        history.append({k: float(v) for k, v in losses.items()})
+    del model._sample_request
+    assert history[-1]["loss_text"] < history[0]["loss_text"]
+    assert history[-1]["loss_slot_cls"] < history[0]["loss_slot_cls"]
+
+
+def test_generate_answers_in_words_and_objects_side_by_side(generalist):
+    model = generalist
+    model.eval()
+    meta = {"ori_shape": (2 * CANVAS, 2 * CANVAS), "scale_factor": (0.5, 0.5), "pad_shape": (CANVAS, CANVAS)}
+    requests = [
+        Request("region_classify", [], "What is <region>? Answer in words.", regions=[(2, 2, 30, 30)]),
+        build_task("detect", model.vocab).build_request(["circle"]),
+        Request("point_segment", ["object"], build_task("point_segment", model.vocab).render_text(["object"]),
+                points=[(10, 12)]),
+    ]  # fmt: skip
+    answers = model.generate(torch.randn(3, 3, CANVAS, CANVAS), requests, [meta] * 3)
+    assert isinstance(answers[0].text, str) and len(answers[0]) == 0 and 0 < answers[0].text_score <= 1
+    assert answers[0].request.regions == [(4, 4, 60, 60)]  # back in original pixels
+    assert (
+        answers[1].text is None
+        and answers[2].polygons is not None
+        and answers[2].request.points == [(20, 24)]
+    )
+
+
+def test_bad_region_and_point_inputs_are_clear_errors(generalist, tmp_path, capsys):
+    with pytest.raises(ValueError, match="region 1 .* no area"):
+        Request("region_classify", [], "What is <region>?", regions=[(5, 5, 5, 9)])
+    with pytest.raises(ValueError, match="2 <region> placeholders but 1 inputs"):
+        Request("region_compare", [], "Is <region> larger than <region>?", regions=[(1, 1, 5, 5)])
+    with pytest.raises(ValueError, match="point 1 must be 2 finite numbers"):
+        Request("point_classify", [], "What is at <point>?", points=[(1.0, float("nan"))])
+    predictor = Predictor(generalist, Config.fromfile(REPO / "configs/visionllm_tiny_synthetic.py"))
+    image = tmp_path / "shapes.png"
+    Image.new("RGB", (80, 60), (200, 200, 200)).save(image)
+    with pytest.raises(
+        ValueError, match=r"region 1 \(10, 10, 90, 50\) is not inside .*shapes.png \(80x60 px\)"
+    ):
+        predictor.predict(image, "what is this?", regions=[(10, 10, 90, 50)])
+    with pytest.raises(ValueError, match=r"point 1 \(5, 60\) is not inside"):
+        predictor.predict(image, "segment what I clicked", points=[(5, 60)])
+    with pytest.raises(ValueError, match="takes 1 region"):
+        predictor.predict(image, "what is this?", task="region_classify")
+    [answer] = predictor.predict(image, "what is this?", regions=[(10, 10, 40, 50)])
+    assert answer.request.task == "region_classify" and answer.request.regions == [(10, 10, 40, 50)]
+    drawn = draw_predictions(image, answer, tmp_path / "answer.png", min_size=160)
+    assert drawn.height > drawn.width * 60 / 80  # the answer's band under the picture
+    with pytest.raises(SystemExit) as usage:
+        main(["predict", str(image), "--checkpoint", "x", "--region", "1,2,3"])
+    assert usage.value.code == 2
+    assert "expected 4 comma-separated numbers, got '1,2,3'" in capsys.readouterr().err
