@@ -15,7 +15,7 @@ from visionllm.evaluation import prediction_to_coco
 from visionllm.instructions import resolve_instruction
 from visionllm.pretrained import minilm_dir
 from visionllm.structures import Prediction
-from visionllm.tasks import TASKS, ImageAnnotations, build_task
+from visionllm.tasks import TASKS, ImageAnnotations, TextTask, build_task
 from visionllm.vocab import TaskVocab
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "tasks.md"
@@ -99,11 +99,13 @@ def worked_example(task, request, annotations, tokens):
     sequence = task.target_sequence(targets)
     result = task.parse(sequence, request, CANVAS)
     image_meta = dict(ori_shape=ORIGINAL_SHAPE, scale_factor=(SCALE, SCALE))
-    with_shapes = "segm" in task.iou_types
-    prediction = Prediction.from_parsed(result, request, image_meta, "parallel", CLASSES, with_shapes)
+    prediction = Prediction.from_parsed(
+        result, request, image_meta, "parallel", CLASSES, task.predicts_polygons
+    )
     results = prediction_to_coco(prediction, 1)
     return [
-        f"Instruction (`request.text`; the model prepends `<image>` tokens), classes={request.classes}:",
+        f"Instruction (`request.text`; the model prepends `<image>` tokens), classes={request.classes}"
+        f"{inputs_text(request)}:",
         code(request.text),
         f"Target sequence ({len(sequence)} tokens):",
         code(" ".join(tokens.convert_ids_to_tokens(sequence))),
@@ -113,6 +115,26 @@ def worked_example(task, request, annotations, tokens):
         "`evaluation.prediction_to_coco` writes the entries; with a name -> id map they also get "
         "`category_id`, and names outside it, such as a grounding phrase, are left out):",
         code(coco_json(results), "json"),
+    ]
+
+
+def inputs_text(request):
+    """The request's region / point inputs as the docs show them (model-input pixels)."""
+    shown = [f"regions={rounded(request.regions)}"] * bool(request.regions)
+    shown += [f"points={rounded(request.points)}"] * bool(request.points)
+    return ", " + ", ".join(shown) + " (model-input pixels)" if shown else ""
+
+
+def text_worked_example(task, request, annotations, vocab):
+    answer = task.answer(request, annotations, CLASSES)
+    ids = vocab.tokenizer(answer, add_special_tokens=False).input_ids + [vocab.text_end_id]
+    return [
+        f"Instruction (`request.text`; the model prepends `<image>` tokens and writes each input's "
+        f"features over its placeholder), classes={request.classes}{inputs_text(request)}:",
+        code(request.text),
+        f"Target answer (`task.answer`, {len(ids)} tokens; the LM loss is on these):",
+        code(" ".join(vocab.tokenizer.convert_ids_to_tokens(ids))),
+        f"Decoded greedily until the end token, the answer reads `{answer}`; `Prediction.text` holds it.",
     ]
 
 
@@ -141,9 +163,21 @@ def render_generated_section():
         "segment": tasks["segment"].build_request(["triangle", "square"], template_index=0),
         "ground": tasks["ground"].sample_request(CLASSES, annotations, np.random.default_rng(3)),
     }
+    rng = np.random.default_rng(4)
+    for name, task in tasks.items():
+        requests.setdefault(name, task.sample_request(CLASSES, annotations, rng))
     for name, task in tasks.items():
         lines += [f"### `{name}` ({type(task).__name__})", "", f"Answer format: `{task.answer_format}`", ""]
-        lines += [f"Object slot (`format_tokens`): `{' '.join(task.format_tokens)}`", "", "Templates:", ""]
+        if isinstance(task, TextTask):
+            lines += ["Answer: words of the tokenizer's own vocabulary, then its end token.", ""]
+        else:
+            lines += [f"Object slot (`format_tokens`): `{' '.join(task.format_tokens)}`", ""]
+        if task.region_inputs or task.point_inputs:
+            lines += [
+                f"Inputs: {task.region_inputs} `<region>` box(es), {task.point_inputs} `<point>`(s).",
+                "",
+            ]
+        lines += ["Templates:", ""]
         lines += [f"{i}. `{template}`" for i, template in enumerate(task.templates)] + [""]
         if name == "ground":
             lines += ["Unambiguous phrases generated for the example image (`referring_expressions`):", ""]
@@ -152,7 +186,11 @@ def render_generated_section():
         lines += ["Worked example:", ""]
         lines += [
             part
-            for block in worked_example(task, requests[name], annotations, tokenizer)
+            for block in (
+                text_worked_example(task, requests[name], annotations, vocab)
+                if isinstance(task, TextTask)
+                else worked_example(task, requests[name], annotations, tokenizer)
+            )
             for part in (block, "")
         ]
 
@@ -199,6 +237,20 @@ def render_generated_section():
     for instruction, known in examples:
         request = resolve_instruction(instruction, known_classes=known)
         lines.append(f"| {instruction} | `{request.task}` | {request.classes} | `{request.text}` |")
+    box, other, click = (40, 30, 120, 110), (150, 20, 200, 80), (60, 70)
+    for instruction, inputs in [
+        ("what is this?", dict(regions=[box])),
+        ("describe the object in the box", dict(regions=[box])),
+        ("which is further left?", dict(regions=[box, other])),
+        ("segment what I clicked", dict(points=[click])),
+        ("find every object like this one", dict(regions=[box])),
+        ("how many circles are there?", {}),
+    ]:
+        request = resolve_instruction(instruction, **inputs)
+        shown = (
+            f"{instruction} ({', '.join(f'{k}={v}' for k, v in inputs.items())})" if inputs else instruction
+        )
+        lines.append(f"| {shown} | `{request.task}` | {request.classes} | `{request.text}` |")
     call = resolve_instruction(task="detect", classes=["cup", "knife"])
     lines.append(
         f'| `task="detect", classes=["cup", "knife"]` | `{call.task}` | {call.classes} | `{call.text}` |'
