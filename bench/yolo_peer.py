@@ -445,7 +445,7 @@ def result_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
     for method in METHODS:
         run = runs.get(method)
         for decoder, stats in (run or {}).get("scores", {}).items():
-            ratio = stats["AP"] / yolo_ap if yolo_ap else None
+            ratio = stats["AP"] / yolo_ap if yolo_ap and yolo_ap >= 0.0005 else None  # not over 0.000
             rows.append(
                 dict(
                     method=run["label"] + names[decoder],
