@@ -30,16 +30,9 @@ model = dict(
 )
 
 # validation reads the ground truth too: the question tasks' examples are built from it
-val_pipeline = [
-    dict(type="LoadImageRGB"),
-    dict(type="LoadAnnotations", with_bbox=True, with_mask=True, poly2mask=False),
-    dict(type="LoadInstanceAttributes"),
-    *[step for step in _base_.test_pipeline if step.type in ("Resize", "Pad")],
-    dict(type="PackDetInputs", meta_keys=(*_base_.test_pipeline[-1].meta_keys, "instance_attributes")),
-]
 __dataset = dict(data_root=data_root)
 train_dataloader = dict(dataset=__dataset)
-val_dataloader = dict(dataset=dict(**__dataset, pipeline=val_pipeline))
+val_dataloader = dict(dataset=dict(**__dataset, pipeline=_base_.annotated_test_pipeline))
 test_dataloader = val_dataloader
 val_evaluator = [
     dict(

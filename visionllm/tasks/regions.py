@@ -25,11 +25,12 @@ import numpy as np
 
 from visionllm.tasks.base import Cue, ImageAnnotations, Request, TextTask, register_task
 from visionllm.tasks.grounding import NoReferentError
+from visionllm.vocab import TaskVocab
 
 BOX_JITTER = 0.1
 AREA_RATIO = 1.5
 POSITION_MARGIN = 0.05
-#: Examples scored per image (the first ones in annotation order).
+#: Examples scored per image by default (the first instances in annotation order).
 EVAL_PER_IMAGE = 2
 
 #: "what is this", "what's in the box", "what object is that", "classify the region", "name it".
@@ -84,6 +85,10 @@ class RegionTask(TextTask):
     region_inputs: ClassVar[int] = 1
     names_kind = "none"
 
+    def __init__(self, vocab: TaskVocab, eval_per_image: int = EVAL_PER_IMAGE) -> None:
+        super().__init__(vocab)
+        self.eval_per_image = eval_per_image
+
     def request_about(
         self, indices: Sequence[int], annotations: ImageAnnotations, template_index: int, rng=None
     ) -> Request:
@@ -103,7 +108,7 @@ class RegionTask(TextTask):
         self, dataset_classes: Sequence[str], annotations: ImageAnnotations, rng: np.random.Generator
     ) -> list[tuple[Request, Any]]:
         examples = []
-        for index in range(min(len(annotations), EVAL_PER_IMAGE)):
+        for index in range(min(len(annotations), self.eval_per_image)):
             request = self.request_about([index], annotations, 0)
             examples.append((request, self.answer(request, annotations, dataset_classes)))
         return examples

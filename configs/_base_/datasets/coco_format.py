@@ -24,6 +24,15 @@ train_pipeline = [
     ),
 ]
 test_pipeline = [dict(type="LoadImageRGB"), *__canvas, dict(type="PackDetInputs", meta_keys=__test_meta_keys)]
+# the test pipeline with the ground truth: for tasks whose validation examples are built from it (region,
+# point and image questions: VisionLLM.eval_tasks)
+annotated_test_pipeline = [
+    dict(type="LoadImageRGB"),
+    dict(type="LoadAnnotations", with_bbox=True, with_mask=True, poly2mask=False),
+    dict(type="LoadInstanceAttributes"),
+    *__canvas,
+    dict(type="PackDetInputs", meta_keys=(*__test_meta_keys, "instance_attributes")),
+]
 
 __loader = dict(batch_size=8, num_workers=1, persistent_workers=True)
 __dataset = dict(type="VisionLLMCocoDataset", data_root=data_root, data_prefix=dict(img="images/"))
