@@ -429,3 +429,17 @@ def test_a_checkpoint_with_the_single_box_head_of_earlier_versions_loads_strictl
     loaded.load_state_dict(old_style, strict=True)
     for key, value in saved.state_dict().items():
         torch.testing.assert_close(loaded.state_dict()[key], value)
+
+
+def test_num_layers_keeps_the_first_decoder_layers_of_the_llm():
+    from visionllm.models.llm import LanguageModel
+
+    config = tiny_config().llm
+    torch.manual_seed(0)
+    full = LanguageModel(**config)
+    torch.manual_seed(0)
+    shallow = LanguageModel(**config, num_layers=1)
+    assert len(shallow.decoder.layers) == shallow.decoder.config.num_hidden_layers == 1
+    torch.testing.assert_close(shallow.decoder.layers[0].state_dict(), full.decoder.layers[0].state_dict())
+    with pytest.raises(ValueError, match=r"llm.num_layers must be in \[1, 2\], got 3"):
+        LanguageModel(**config, num_layers=3)

@@ -37,6 +37,17 @@ def build_causal_lm(path: str | None, config: dict | None, dtype: str) -> PreTra
     return AutoModelForCausalLM.from_config(hf_config, dtype=_DTYPES[dtype])
 
 
+def keep_first_layers(llm: PreTrainedModel, num_layers: int) -> None:
+    """Drop every decoder layer after the first ``num_layers`` (the embeddings, final norm and head stay)."""
+    decoder = llm.get_decoder()
+    if not 0 < num_layers <= len(decoder.layers):
+        raise ValueError(f"llm.num_layers must be in [1, {len(decoder.layers)}], got {num_layers}")
+    decoder.layers = decoder.layers[:num_layers]
+    llm.config.num_hidden_layers = num_layers
+    if getattr(llm.config, "layer_types", None):
+        llm.config.layer_types = llm.config.layer_types[:num_layers]
+
+
 class LanguageModel(nn.Module):
     """A causal LM + tokenizer + task vocabulary, optionally with LoRA adapters.
 
@@ -51,6 +62,8 @@ class LanguageModel(nn.Module):
             peft's trainable tokens, everything else in the LM is frozen.
         gradient_checkpointing: recompute decoder activations in backward (memory for compute).
         dtype: ``'float32'`` | ``'bfloat16'`` | ``'float16'`` for the LM weights.
+        num_layers: keep only the first ``num_layers`` decoder layers of the LM (None: all): a shallower
+            pretrained LM costs proportionally less per token, for training on a laptop.
         init_bins_sinusoidal: start the location-bin rows (input and output) as sinusoidal encodings
             of the bin position, so that neighbouring bins start out similar: coordinates then begin
             ordinal instead of as unrelated classes, and are learnt much faster.
@@ -67,6 +80,7 @@ class LanguageModel(nn.Module):
         gradient_checkpointing: bool = False,
         dtype: str = "float32",
         init_bins_sinusoidal: bool = True,
+        num_layers: int | None = None,
     ) -> None:
         super().__init__()
         self.path = path
@@ -78,6 +92,8 @@ class LanguageModel(nn.Module):
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir, local_files_only=True)
         self.vocab = TaskVocab(tokenizer, num_bins=num_bins, max_classes=max_classes)
         llm = build_causal_lm(path, config, dtype)
+        if num_layers is not None:
+            keep_first_layers(llm, num_layers)
         llm.resize_token_embeddings(len(tokenizer), mean_resizing=False)
         if init_bins_sinusoidal:
             self._init_bin_rows(llm)
