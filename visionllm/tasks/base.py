@@ -526,7 +526,8 @@ def register_task(task: type[TaskBase]) -> type[TaskBase]:
 class TextTask(TaskBase):
     """A task answered in words: the LLM writes tokens of its tokenizer's own vocabulary and stops at
     its end token (``VisionLLM`` trains it with the LM loss on the answer, decodes it greedily). The
-    class names a request lists are written plainly (no ``<ck>`` references: nothing points back)."""
+    class names a request lists are written plainly (no ``<ck>`` references: nothing points back), and the
+    question comes last."""
 
     answer_format: ClassVar[str] = "Answer in words."
     #: Longest answer generated, in tokenizer tokens.
@@ -534,9 +535,11 @@ class TextTask(TaskBase):
 
     @classmethod
     def render_text(cls, classes: Sequence[str], template_index: int = 0) -> str:
+        """The answer format first, the question last: the answer then starts right after the question
+        (and its ``<region>`` / ``<point>``), as a chat model reads a question just before answering."""
         listing = ", ".join(classes)
         body = cls.templates[template_index].format(classes=listing, phrase=listing)
-        return f"{body} {cls.answer_format}"
+        return f"{cls.answer_format} {body}"
 
     @abstractmethod
     def answer(self, request: Request, annotations: ImageAnnotations, dataset_classes: Sequence[str]) -> str:

@@ -194,7 +194,7 @@ class RegionComparisonTask(RegionTask):
         raise ValueError("template index outside the comparison templates")
 
     def _kind_of(self, request: Request) -> str:
-        return self.kind(self.templates.index(request.text[: -len(self.answer_format) - 1]))
+        return self.kind(self.templates.index(request.text[len(self.answer_format) + 1 :]))
 
     @staticmethod
     def clear_pairs(annotations: ImageAnnotations, kind: str) -> list[tuple[int, int]]:
