@@ -1,0 +1,68 @@
+"""Every task's validation metric of time-budgeted runs, one column per run: COCO bbox / segm mAP and the
+question tasks' own metrics (``TaskExamplesMetric``), at each validation (``train_minutes``)::
+
+    python tools/train.py configs/visionllm_tiny_generalist.py --work-dir work_dirs/gen20 \\
+        --time-budget 20 --val-every 10
+    python tools/train.py configs/visionllm_tiny_detseg_1k.py --work-dir work_dirs/detseg20 \\
+        --time-budget 20 --val-every 10
+    python bench/task_table.py work_dirs/gen20 work_dirs/detseg20 --out bench/results/generalist.json
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/common.py, also when loaded by file path
+from common import argument_parser, table, write_json
+
+#: (metric key in scalars.json, label), in the table's order
+METRICS = (
+    ("coco/bbox_mAP", "detection bbox mAP"),
+    ("coco/segm_mAP", "segmentation mAP"),
+    ("tasks/region_classify/accuracy", "region classification accuracy"),
+    ("tasks/region_describe/accuracy", "region description (attribute phrase) exact match"),
+    ("tasks/region_compare/accuracy", "region comparison accuracy"),
+    ("tasks/point_classify/accuracy", "point classification accuracy"),
+    ("tasks/point_segment/mask_iou", "point segmentation mask IoU"),
+    ("tasks/detect_like/AP", "visual-prompt detection AP"),
+    ("tasks/detect_like/named_AP", "the same classes asked by name, AP"),
+    ("tasks/detect_like/ratio", "visual prompt / name AP"),
+    ("tasks/caption/CIDEr", "caption CIDEr"),
+    ("tasks/count/accuracy", "counting accuracy"),
+    ("tasks/color_question/accuracy", "colour question accuracy"),
+)
+
+
+def validations(work_dir: Path) -> list[dict]:
+    """Every validation record (with ``train_minutes``) of the run's latest scalars file."""
+    logs = sorted(work_dir.glob("*/vis_data/scalars.json"))
+    if not logs:
+        raise FileNotFoundError(f"no */vis_data/scalars.json under {work_dir}: not a finished mmengine run?")
+    records = [json.loads(line) for line in logs[-1].read_text().splitlines()]
+    return [record for record in records if "train_minutes" in record]
+
+
+def main() -> None:
+    parser = argument_parser(__doc__)
+    parser.add_argument("work_dirs", nargs="+", type=Path)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    runs = {str(work_dir): validations(work_dir) for work_dir in args.work_dirs}
+    columns = [(name, record) for name, records in runs.items() for record in records]
+    header = " | ".join(
+        ["metric", *(f"{Path(n).name}, {r['train_minutes']:.0f} min (it {r['step']})" for n, r in columns)]
+    )
+    rows = [
+        [label, *(f"{record[key]:.3f}" if key in record else "-" for _, record in columns)]
+        for key, label in METRICS
+        if any(key in record for _, record in columns)
+    ]
+    print(table(header, "", rows, align="l" + "r" * len(columns)))
+    if args.out:
+        write_json(args.out, runs)
+
+
+if __name__ == "__main__":
+    main()
