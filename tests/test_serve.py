@@ -11,6 +11,7 @@ import base64
 import importlib.util
 import io
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,8 +22,9 @@ import pytest
 from PIL import Image
 
 from tests.conftest import REPO, TINY_CLASSES
+from visionllm.agent import Reply, TraceEntry
 from visionllm.cli import main
-from visionllm.serve.app import add_click, empty_markers, list_markers
+from visionllm.serve.app import MAX_CHAT_IMAGES, add_click, chat_messages, empty_markers, list_markers
 
 #: The server's limits in these tests: small, so that refusing an oversized upload is quick.
 MAX_UPLOAD_MB, MAX_PIXELS = 1, 500_000
@@ -140,6 +142,110 @@ def test_api_refuses_bad_requests_with_a_message(server: str):
     assert httpx.get(f"{server}/healthz").status_code == 200  # still up
 
 
+def png_size(encoded: str) -> tuple[int, int]:
+    """The size of a base64 PNG from the chat API."""
+    image = Image.open(io.BytesIO(base64.b64decode(encoded)))
+    assert image.format == "PNG"
+    return image.size
+
+
+def test_api_chat_remembers_what_it_found_across_turns(server: str):
+    """A conversation over POST /v1/chat: find, then "how many are there?" and "crop the largest one",
+    which refer to the first turn's objects through the conversation's memory."""
+    reply = httpx.post(
+        f"{server}/v1/chat",
+        files={"image": ("shapes.png", shapes_png(), "image/png")},
+        data={"text": "find the circles and squares", "score_thr": "0"},
+        timeout=60,
+    )
+    assert reply.status_code == 200, reply.text
+    first = reply.json()
+    conversation = first["conversation"]
+    assert re.fullmatch("[0-9a-f]{32}", conversation) and first["error"] is None
+    assert [step["tool"] for step in first["steps"]] == ["detect", "draw"]
+    assert first["steps"][0]["args"] == {"image": "$input", "classes": ["circle", "square"]}
+    assert first["steps"][0]["artifact"].startswith("objects/")
+    boxes = [tuple(map(int, box)) for box in re.findall(r"\[(\d+), (\d+), (\d+), (\d+)\]", first["text"])]
+    found = int(first["text"].split(" found:")[0])
+    assert found == len(boxes) > 0, first["text"]  # score_thr 0 keeps every decoded object
+    [drawing] = first["images"]
+    width, height = png_size(drawing)
+    assert width * 120 == height * 160  # drawn over the 160x120 upload
+
+    def turn(text: str) -> dict:
+        reply = httpx.post(
+            f"{server}/v1/chat", json={"conversation": conversation, "text": text, "score_thr": 0}, timeout=60
+        )
+        assert reply.status_code == 200, reply.text
+        assert reply.json()["conversation"] == conversation and reply.json()["error"] is None
+        return reply.json()
+
+    second = turn("how many are there?")  # "there": the objects the first turn found
+    assert second["text"] == str(found) and second["images"] == []
+    assert [(s["tool"], s["args"]) for s in second["steps"]] == [("count", {"objects": "$last_objects"})]
+
+    third = turn("crop the largest one")
+    assert [s["tool"] for s in third["steps"]] == ["select", "crop"]
+    assert third["steps"][0]["args"] == {"objects": "$last_objects", "by": "largest"}
+    [crop] = third["images"]
+    crop_w, crop_h = png_size(crop)
+    largest = max((x2 - x1) * (y2 - y1) for x1, y1, x2, y2 in boxes)
+    assert any(  # the largest box's size (the text rounds boxes to whole pixels)
+        abs(crop_w - (x2 - x1)) <= 2
+        and abs(crop_h - (y2 - y1)) <= 2
+        and (x2 - x1) * (y2 - y1) >= 0.9 * largest
+        for x1, y1, x2, y2 in boxes
+    ), (crop_w, crop_h, boxes)
+
+    declined = turn("sing a song")  # no tool serves it: declined, not guessed
+    assert declined["steps"] == [] and "cannot" in declined["text"] and "decline" in declined["plan"]
+
+
+def test_api_chat_refuses_bad_requests_with_a_message(server: str):
+    def post(status: int, **kwargs) -> str:
+        reply = httpx.post(f"{server}/v1/chat", timeout=60, **kwargs)
+        assert reply.status_code == status, reply.text
+        return reply.json()["error"]
+
+    png = {"image": ("shapes.png", shapes_png(), "image/png")}
+    assert "no image" in post(400, json={"text": "find the circles"})
+    assert "no image" in post(400, files={"text": (None, "find the circles")})  # multipart, text only
+    assert "not an image" in post(
+        400, data={"text": "find"}, files={"image": ("x.png", b"GIF89a", "image/png")}
+    )
+    assert "text" in post(400, data={"text": "   "}, files=png)
+    assert "text" in post(400, json={"image": base64.b64encode(shapes_png()).decode()})
+    assert '"image"' in post(400, json={"text": "find the circles", "image": 5})
+    assert "conversation" in post(400, json={"text": "hi", "conversation": "../../etc"})
+    assert "no conversation" in post(404, json={"text": "how many?", "conversation": "0" * 32})
+    assert "megapixels" in post(
+        413, data={"text": "find"}, files={"image": ("big.png", shapes_png(1000, 600))}
+    )
+    schema = httpx.get(f"{server}/openapi.json").json()["paths"]["/v1/chat"]["post"]
+    assert set(schema["requestBody"]["content"]) == {"multipart/form-data", "application/json"}
+
+
+def test_chat_messages_collapse_the_plan_under_the_answer(tmp_path: Path):
+    trace = [
+        TraceEntry("s1", "detect", {"image": "$input", "classes": ["star"]}, "objects/1a2b3c4d", 0.25),
+        TraceEntry("s2", "crop_each", {"image": "$input", "objects": "$s1"}, "image/0f0f0f0f.png", 0.5),
+    ]
+    paths = [str(tmp_path / f"{k}.png") for k in range(MAX_CHAT_IMAGES + 2)]
+    messages = chat_messages("crop each star", Reply("Here is the result.", paths[-1], paths, trace=trace))
+    request, plan, answer, *images, more = messages
+    assert request == {"role": "user", "content": "crop each star"}
+    assert plan["metadata"] == {"title": "Plan: detect → crop_each", "status": "done", "duration": 0.75}
+    assert plan["content"].splitlines() == [
+        "- s1 `detect(image=$input, classes=['star'])` → objects/1a2b3c4d (0.25 s)",
+        "- s2 `crop_each(image=$input, objects=$s1)` → image/0f0f0f0f.png (0.50 s)",
+    ]
+    assert answer["content"] == "Here is the result."
+    assert [m["content"] for m in images] == [{"path": p} for p in paths[:MAX_CHAT_IMAGES]]
+    assert more["content"] == "(and 2 more images)"
+    declined = chat_messages("sing", Reply("I cannot do 'sing'."))
+    assert [m["content"] for m in declined] == ["sing", "I cannot do 'sing'."]  # no plan, no images
+
+
 def test_load_bench_counts_requests_and_errors(server: str):
     """bench/serve_load.py's measuring loop, shrunk: every request answered, the numbers consistent."""
     bench = SERVE_LOAD
@@ -158,7 +264,8 @@ def find_chromium() -> str | None:
 
 @pytest.mark.slow
 def test_browser_click_ask_and_see_the_overlay(server: str, tmp_path: Path):
-    """A person's session: upload, click a point, type, ask; the drawn result and its objects appear."""
+    """A person's session: upload, click a point, type, ask; the drawn result and its objects appear.
+    Then the Chat tab: an upload, a request and a follow-up about what it found."""
     playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
     chromium = find_chromium()
     if chromium is None:
@@ -200,5 +307,29 @@ def test_browser_click_ask_and_see_the_overlay(server: str, tmp_path: Path):
             page.locator("#instruction textarea").fill("hello there")  # a bad instruction: a message
             page.locator("#submit").click()
             expect(page.locator("#status")).to_contain_text("cannot tell which task", timeout=30_000)
+
+            # the Chat tab: two turns, the second about what the first found; each plan collapsed
+            page.get_by_role("tab", name="Chat").click()
+            page.locator("#chat-text textarea").fill("crop the largest one")  # before any image
+            page.locator("#chat-send").click()
+            expect(page.locator("#chat-status")).to_contain_text("no image", timeout=30_000)
+            page.locator("#chat-image input[type=file]").set_input_files(upload)
+            expect(page.locator("#chat-status")).to_contain_text("160x120", timeout=30_000)
+            page.locator("#chat-thr input[type=number]").fill("0")
+            page.locator("#chat-text textarea").fill("find the circles and squares")
+            page.locator("#chat-send").click()
+            history = page.locator("#chat-history")
+            expect(history).to_contain_text("Plan: detect → draw", timeout=60_000)
+            expect(history).to_contain_text("found:")
+            expect(history.locator("img")).to_have_count(1)  # the drawing
+            page.locator("#chat-text textarea").fill("crop the largest one")
+            page.locator("#chat-text textarea").press("Enter")
+            expect(history).to_contain_text("Plan: select → crop", timeout=60_000)
+            expect(history.locator("img")).to_have_count(2)  # and the crop
+            step = history.get_by_text("by='largest'")
+            expect(step).to_be_hidden()  # the plan's steps are collapsed under their title
+            history.get_by_text("Plan: select → crop").click()
+            expect(step).to_be_visible(timeout=10_000)
+            page.screenshot(path=tmp_path / "serve_chat.png", full_page=True)
         finally:
             browser.close()

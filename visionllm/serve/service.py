@@ -1,21 +1,30 @@
 """What the web demo and the HTTP API share: one :class:`Predictor` in a thread of its own, the upload limits,
-the request's parameters and their checks, and the drawing of the user's markers.
+the request's parameters and their checks, the drawing of the user's markers, and the agent's chats.
 
-Both front ends call :meth:`ModelService.answer`, so an upload, an instruction or a marker that one of
-them refuses the other refuses with the same message (a :class:`RequestError` carrying its HTTP status).
+Both front ends call :meth:`ModelService.answer` (and :meth:`ModelService.chat`), so an upload, an
+instruction or a marker that one of them refuses the other refuses with the same message (a
+:class:`RequestError` carrying its HTTP status).
 """
 
 from __future__ import annotations
 
+import atexit
+import base64
 import io
+import shutil
+import tempfile
+import uuid
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import Any, Literal
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont, UnidentifiedImageError
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
+from visionllm.agent import Agent, Reply, default_registry, make_planner
 from visionllm.apis import Prediction, Predictor, load_rgb
 from visionllm.evaluation.results import prediction_to_coco
 
@@ -37,17 +46,34 @@ class RequestError(ValueError):
 
 @dataclass(frozen=True)
 class Limits:
-    """What one request may hold: the upload's bytes, the image's pixels, the markers' count."""
+    """What one request may hold: the upload's bytes, the image's pixels, the markers' count; and how
+    many chats the server remembers (the least recently used one is forgotten first)."""
 
     max_upload_bytes: int = 20 * 2**20
     max_pixels: int = 40_000_000
     max_markers: int = 16
+    max_conversations: int = 100
 
 
-class PredictParams(BaseModel):
-    """A prediction request's parameters, the image aside (the API's JSON body adds it as base64)."""
+class RequestParams(BaseModel):
+    """A request's fields other than the image, checked by :meth:`parse`."""
 
     model_config = ConfigDict(extra="forbid")
+
+    @classmethod
+    def parse(cls, fields: dict[str, Any]) -> RequestParams:
+        """Validated parameters, or a 400 :class:`RequestError` naming each bad field."""
+        try:
+            return cls.model_validate(fields)
+        except ValidationError as error:
+            problems = "; ".join(
+                f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in error.errors()
+            )
+            raise RequestError(f"invalid request: {problems}") from None
+
+
+class PredictParams(RequestParams):
+    """A prediction request's parameters, the image aside (the API's JSON body adds it as base64)."""
 
     instruction: str | None = Field(
         None, max_length=2000, description='free-form, e.g. "find all the circles and squares"'
@@ -68,16 +94,23 @@ class PredictParams(BaseModel):
         None, description="the decoder (default: the model's)"
     )
 
-    @classmethod
-    def parse(cls, fields: dict[str, Any]) -> PredictParams:
-        """Validated parameters, or a 400 :class:`RequestError` naming each bad field."""
-        try:
-            return cls.model_validate(fields)
-        except ValidationError as error:
-            problems = "; ".join(
-                f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in error.errors()
-            )
-            raise RequestError(f"invalid request: {problems}") from None
+
+class ChatParams(RequestParams):
+    """A chat turn's parameters, the image aside (a new conversation needs one; a later turn may send a
+    new image, or none to go on with the conversation's)."""
+
+    text: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)] = Field(
+        description='the request, e.g. "find the circles, then crop the largest one"'
+    )
+    conversation: str | None = Field(
+        None,
+        pattern=r"^[0-9a-f]{32}$",
+        description="the id an earlier answer gave (its memory: what 'it' and 'them' refer to); "
+        "none: a new conversation",
+    )
+    score_thr: float = Field(
+        0.3, ge=0.0, le=1.0, description="the model tools leave out objects scoring less"
+    )
 
 
 def decode_image(data: bytes, limits: Limits) -> np.ndarray:
@@ -152,13 +185,32 @@ class ModelService:
     """One model in memory, answering one request at a time, with the limits every upload is checked
     against. The model runs in one thread of its own, where the UI's and the API's requests queue: that
     serializes them, and keeps the model's working memory in one thread's allocator arenas (a thread per
-    concurrent request grew the server's memory with the concurrency)."""
+    concurrent request grew the server's memory with the concurrency).
 
-    def __init__(self, predictor: Predictor, name: str, limits: Limits | None = None) -> None:
+    Chats (:meth:`chat`) run there too: each conversation is an :class:`~visionllm.agent.Agent` over the
+    same predictor, with one planner (``planner``, ``planner_options``: see
+    :func:`~visionllm.agent.make_planner`) shared by all, and its memory in a folder of its own."""
+
+    def __init__(
+        self,
+        predictor: Predictor,
+        name: str,
+        limits: Limits | None = None,
+        *,
+        planner: str = "rules",
+        planner_options: dict | None = None,
+    ) -> None:
         self.predictor = predictor
         self.name = name
         self.limits = limits or Limits()
         self._model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="visionllm-model")
+        self._registry = default_registry()
+        self._planner = make_planner(
+            planner, self._registry, list(predictor.model.class_names), **(planner_options or {})
+        )
+        self._chats: OrderedDict[str, Agent] = OrderedDict()  # least recently used first
+        self._chat_root = Path(tempfile.mkdtemp(prefix="visionllm-chats-"))
+        atexit.register(shutil.rmtree, self._chat_root, ignore_errors=True)
 
     @property
     def model(self):
@@ -205,3 +257,55 @@ class ModelService:
         if params.regions or params.points:
             response["note"] = MARKERS_NOTE
         return prediction, response
+
+    def chat(self, pixels: np.ndarray | None, params: ChatParams) -> tuple[Reply, dict[str, Any]]:
+        """One turn of a conversation (a new one when ``params.conversation`` is None), in the model's
+        thread; the agent's :class:`~visionllm.agent.Reply` and the response: the conversation's id, the
+        answer's text, its images as base64 PNG, the plan and its steps. Refuses (400) a new
+        conversation without an image and (404) a conversation the server does not remember."""
+        return self._model_thread.submit(self._chat, pixels, params).result()
+
+    def end_chat(self, conversation: str | None) -> None:
+        """Forget a conversation and its images (nothing when it is unknown or None)."""
+        if conversation is not None:
+            self._model_thread.submit(self._forget, conversation)
+
+    def _forget(self, conversation: str) -> None:
+        agent = self._chats.pop(conversation, None)
+        if agent is not None:
+            shutil.rmtree(agent.memory.folder, ignore_errors=True)
+
+    def _chat(self, pixels: np.ndarray | None, params: ChatParams) -> tuple[Reply, dict[str, Any]]:
+        conversation = params.conversation
+        if conversation is None:
+            if pixels is None:
+                raise RequestError("no image: a new conversation starts with an image to talk about")
+            conversation = uuid.uuid4().hex
+            self._chats[conversation] = Agent(
+                self.predictor,
+                self._planner,
+                registry=self._registry,
+                memory_dir=self._chat_root / conversation,
+            )
+            while len(self._chats) > self.limits.max_conversations:
+                self._forget(next(iter(self._chats)))
+        elif conversation not in self._chats:
+            raise RequestError(
+                f"no conversation {conversation}: it ended, or the server forgot it (it keeps the last "
+                f"{self.limits.max_conversations}); start a new one with an image",
+                404,
+            )
+        self._chats.move_to_end(conversation)
+        agent = self._chats[conversation]
+        agent.executor.context.score_thr = params.score_thr
+        reply = agent.chat(pixels, params.text)
+        response = {
+            "conversation": conversation,
+            "text": reply.text,
+            "images": [base64.b64encode(Path(path).read_bytes()).decode() for path in reply.image_paths],
+            "plan": reply.plan,
+            "steps": [asdict(entry) for entry in reply.trace],
+            "error": reply.error,
+            "attempts": reply.attempts,
+        }
+        return reply, response
