@@ -15,6 +15,7 @@ import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import httpx
 import numpy as np
@@ -25,6 +26,7 @@ from tests.conftest import REPO, TINY_CLASSES
 from visionllm.agent import Reply, TraceEntry
 from visionllm.cli import main
 from visionllm.serve.app import MAX_CHAT_IMAGES, add_click, chat_messages, empty_markers, list_markers
+from visionllm.serve.service import ChatParams, Limits, ModelService, RequestError
 
 #: The server's limits in these tests: small, so that refusing an oversized upload is quick.
 MAX_UPLOAD_MB, MAX_PIXELS = 1, 500_000
@@ -223,6 +225,34 @@ def test_api_chat_refuses_bad_requests_with_a_message(server: str):
     )
     schema = httpx.get(f"{server}/openapi.json").json()["paths"]["/v1/chat"]["post"]
     assert set(schema["requestBody"]["content"]) == {"multipart/form-data", "application/json"}
+
+
+def test_service_forgets_the_least_recent_chat_and_ended_ones():
+    """The service keeps ``max_conversations`` chats (a turn makes one the most recent) and forgets an
+    ended one with its images; declined requests need no model, so a stub predictor serves."""
+    stub = SimpleNamespace(model=SimpleNamespace(class_names=TINY_CLASSES))
+    service = ModelService(stub, "stub", Limits(max_conversations=2))
+    pixels = np.zeros((8, 8, 3), np.uint8)
+
+    def turn(conversation: str | None) -> str:
+        params = ChatParams.parse({"text": "sing a song", "conversation": conversation})
+        reply, response = service.chat(pixels if conversation is None else None, params)
+        assert "cannot" in reply.text and response["steps"] == []
+        return response["conversation"]
+
+    first, second = turn(None), turn(None)
+    turn(first)  # first is now the most recent: a third chat evicts second
+    third = turn(None)
+    with pytest.raises(RequestError, match="no conversation") as error:
+        turn(second)
+    assert error.value.status == 404
+    folder = service._chats[third].memory.folder
+    assert folder.is_dir()  # the input image is kept there
+    service.end_chat(third)
+    turn(first)  # runs after end_chat in the model's thread
+    assert not folder.exists() and third not in service._chats
+    with pytest.raises(RequestError, match="no image"):
+        service.chat(None, ChatParams.parse({"text": "find the circles"}))
 
 
 def test_chat_messages_collapse_the_plan_under_the_answer(tmp_path: Path):

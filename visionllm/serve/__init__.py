@@ -2,8 +2,9 @@
 
     app = build_app(ModelService(Predictor.from_checkpoint(None, "iter_600.pth"), "iter_600.pth"))
 
-serves the UI at ``/``, ``GET /healthz``, ``POST /v1/predict`` and the OpenAPI schema (``/docs``,
-``/openapi.json``); :func:`serve` loads a checkpoint and runs that app with uvicorn.
+serves the UI at ``/`` (its Predict and Chat tabs), ``GET /healthz``, ``POST /v1/predict``, ``POST /v1/chat``
+and the OpenAPI schema (``/docs``, ``/openapi.json``); :func:`serve` loads a checkpoint and runs that app
+with uvicorn.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ def build_app(service: ModelService):
 
     app = FastAPI(
         title="VisionLLM",
-        description="Objects in an image, for an instruction. The web demo is at `/`.",
+        description="Objects in an image, for an instruction; and chats with the agent that chains the "
+        "model's tasks. The web demo is at `/`.",
         version="1",
     )
     app.include_router(api_router(service))
@@ -63,5 +65,8 @@ def serve(
     app = build_app(ModelService(predictor, str(checkpoint), limits or Limits()))
     if host not in ("127.0.0.1", "localhost", "::1"):
         print(f"warning: listening on {host}: anyone who can reach it can use the model (no login)")
-    print(f"serving {checkpoint} at http://{host}:{port}/ (API: POST /v1/predict, GET /healthz; docs: /docs)")
+    print(
+        f"serving {checkpoint} at http://{host}:{port}/ "
+        "(API: POST /v1/predict, POST /v1/chat, GET /healthz; docs: /docs)"
+    )
     uvicorn.run(app, host=host, port=port, log_level="warning")
