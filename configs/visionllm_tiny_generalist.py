@@ -9,15 +9,15 @@ synthetic = dict(out_dir=data_root, num_images=1000, val_fraction=0.1)
 
 #: the tasks scored by their own examples at validation (detection and segmentation by COCO mAP)
 question_tasks = dict(
-    region_classify=dict(weight=1.0),
+    region_classify=dict(weight=2.0),
     region_describe=dict(weight=1.0),
     region_compare=dict(weight=1.0),
-    point_classify=dict(weight=0.5),
+    point_classify=dict(weight=1.0),
     point_segment=dict(weight=1.0, num_points=16),
     detect_like=dict(weight=1.0),
     caption=dict(weight=0.5),
     count=dict(weight=0.5),
-    color_question=dict(weight=0.5),
+    color_question=dict(weight=1.0),
 )
 model = dict(
     tasks=dict(
