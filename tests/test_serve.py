@@ -89,14 +89,21 @@ def test_api_predicts_in_the_predictions_json_schema(server: str):
     reply = httpx.post(
         f"{server}/v1/predict",
         files={"image": ("shapes.png", shapes_png(), "image/png")},
-        data={"instruction": "find all the circles and squares", "score_thr": "0", "points": "[[30, 40]]"},
+        data={"instruction": "find all the circles and squares", "score_thr": "0"},
         timeout=60,
     )
     assert reply.status_code == 200, reply.text
     body = reply.json()
     assert (body["task"], body["classes"]) == ("detect", ["circle", "square"])
-    assert (body["width"], body["height"], body["points"]) == (160, 120, [[30, 40]])
-    assert "not available yet" in body["note"]  # the markers are returned, not used
+    assert (body["width"], body["height"], body["points"]) == (160, 120, [])
+    assert "text" not in body  # objects, not words
+    clicked = httpx.post(  # a click is a <point> input: detection takes none
+        f"{server}/v1/predict",
+        files={"image": ("shapes.png", shapes_png(), "image/png")},
+        data={"instruction": "find all the circles", "points": "[[30, 40]]"},
+        timeout=60,
+    )
+    assert clicked.status_code == 400 and "with 0 region(s) and 1 point(s)" in clicked.json()["error"]
     assert body["objects"], "score_thr 0 keeps every decoded object"
     for obj in body["objects"]:
         assert set(obj) == COCO_KEYS and obj["file_name"] == "shapes.png" and obj["image_id"] == 0
@@ -321,15 +328,17 @@ def test_browser_click_ask_and_see_the_overlay(server: str, tmp_path: Path):
             expect(page.locator("#markers")).to_contain_text("R1", timeout=30_000)
             page.locator("#instruction textarea").fill("find all the circles and squares")
             page.locator("#thr input[type=number]").fill("0")
+            page.locator("#submit").click()  # a box and a point for a detection request: it takes none
+            expect(page.locator("#status")).to_contain_text("with 1 region(s) and 1 point(s)", timeout=60_000)
+            page.locator("#clear").click()
+            expect(page.locator("#markers")).not_to_contain_text("R1", timeout=30_000)
             page.locator("#submit").click()
             result = page.locator("#result img").first
             expect(result).to_be_visible(timeout=60_000)
             expect(page.locator("#objects")).to_contain_text("category_name", timeout=30_000)
-            expect(page.locator("#status")).to_contain_text("not available yet")
             expect(page.locator("#objects")).to_contain_text("shapes.png")
             drawn = Image.open(io.BytesIO(page.request.get(result.get_attribute("src")).body()))
             assert drawn.size == (512, 384)  # drawn over the upload, scaled up for its labels
-            assert (np.asarray(drawn.convert("RGB")) == (255, 0, 255)).all(axis=2).any()  # the point
             page.screenshot(path=tmp_path / "serve_demo.png", full_page=True)
             if os.environ.get("VISIONLLM_SCREENSHOTS") == "1":
                 shutil.copy(tmp_path / "serve_demo.png", REPO / "docs/images/serve_demo.png")

@@ -48,9 +48,24 @@ def task_from_text(text: str, num_regions: int = 0, num_points: int = 0) -> tupl
     return None
 
 
-def unsupported_instruction_message(instruction: str | None) -> str:
+def unsupported_instruction_message(
+    instruction: str | None, num_regions: int = 0, num_points: int = 0
+) -> str:
+    """Why an instruction resolved to no task, with every task's example; with region / point inputs,
+    which tasks take that many (only those were asked)."""
+    inputs = ""
+    if num_regions or num_points:
+        takers = [
+            name
+            for name, task in TASKS.items()
+            if (task.region_inputs, task.point_inputs) == (num_regions, num_points)
+        ]
+        inputs = (
+            f" with {num_regions} region(s) and {num_points} point(s), which only "
+            f"{', '.join(takers) or 'no task'} take(s)"
+        )
     lines = [
-        f"cannot tell which task this instruction asks for: {instruction!r}.",
+        f"cannot tell which task this instruction asks for: {instruction!r}{inputs}.",
         "Supported tasks, with an example instruction for each:",
         *(f"  {name}: {task.example_instruction!r}" for name, task in TASKS.items()),
         "Or name the task and classes: --task detect --classes cup knife (visionllm predict), "
@@ -88,7 +103,7 @@ def resolve_instruction(
     elif found is not None:
         task = found[0]
     else:
-        raise ValueError(unsupported_instruction_message(instruction))
+        raise ValueError(unsupported_instruction_message(instruction, len(regions), len(points)))
     task_type = TASKS[task]
     cue_end = found[1] if found else 0
     if (len(regions), len(points)) != (task_type.region_inputs, task_type.point_inputs):

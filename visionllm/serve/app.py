@@ -23,7 +23,6 @@ from PIL import Image
 from visionllm.agent import Reply, TraceEntry
 from visionllm.apis import draw_predictions
 from visionllm.serve.service import (
-    MARKERS_NOTE,
     ChatParams,
     ModelService,
     PredictParams,
@@ -177,6 +176,8 @@ def build_demo(service: ModelService) -> gr.Blocks:
         counts = Counter(obj["category_name"] for obj in response["objects"])
         found = ", ".join(f"{n} {name}" for name, n in counts.most_common()) or "nothing"
         answer = f"{response['task']} ({', '.join(response['classes'])}): {found}"
+        if "text" in response:
+            answer = f"{response['task']}: {response['text']}"
         asked = instruction.strip() or f"({task})"
         if params.regions or params.points:
             asked += f" [{list_markers(markers)}]"
@@ -186,8 +187,7 @@ def build_demo(service: ModelService) -> gr.Blocks:
             {"role": "assistant", "content": answer},
             {"role": "assistant", "content": {"path": str(path)}},
         ][-3 * MAX_TURNS :]
-        status = f"**Note:** {MARKERS_NOTE}." if "note" in response else ""
-        return drawn, response, history, history, status
+        return drawn, response, history, history, ""
 
     def on_chat_upload(path: str | None):
         """Keep the upload's pixels for the next request (a new image: "it" and "them" start afresh)."""
@@ -233,7 +233,8 @@ def build_demo(service: ModelService) -> gr.Blocks:
         with gr.Tab("Predict", id="predict"):
             gr.Markdown(
                 f'Upload an image, ask ("find all the {info["classes"][0]}s"), press **Ask**. A click on '
-                f"the image adds a point; in box mode two clicks add a box. *{MARKERS_NOTE.capitalize()}.*"
+                f"the image adds a point; in box mode two clicks add a box: \"what is this?\" with a box, "
+                "\"segment what I clicked\" with a point, if the model was trained with those tasks."
             )
             upload = gr.State(None)  # {pixels, name} of the uploaded image
             markers = gr.State(empty_markers())

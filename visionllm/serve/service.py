@@ -29,10 +29,6 @@ from visionllm.apis import Prediction, Predictor, load_rgb
 from visionllm.evaluation.results import prediction_to_coco
 
 #: Region and point markers are drawn and returned, but no task reads them yet (issue #22).
-MARKERS_NOTE = (
-    "region and point tasks are not available yet: the markers are returned, "
-    "but the model answers the instruction alone"
-)
 MARKER_COLOUR = (255, 0, 255)
 
 
@@ -78,16 +74,16 @@ class PredictParams(RequestParams):
     instruction: str | None = Field(
         None, max_length=2000, description='free-form, e.g. "find all the circles and squares"'
     )
-    task: Literal["detect", "segment", "ground"] | None = Field(
-        None, description="overrides the task the instruction asks for"
+    task: str | None = Field(
+        None, max_length=64, description="overrides the task the instruction asks for (a task name)"
     )
     classes: list[str] | None = Field(None, description="overrides the instruction's class names")
     phrase: str | None = Field(None, max_length=500, description="a grounding request's referring phrase")
     regions: list[tuple[float, float, float, float]] = Field(
-        default_factory=list, description="boxes [x1, y1, x2, y2] in image pixels (returned, not yet used)"
+        default_factory=list, description="boxes [x1, y1, x2, y2] in image pixels: the <region> inputs"
     )
     points: list[tuple[float, float]] = Field(
-        default_factory=list, description="points [x, y] in image pixels (returned, not yet used)"
+        default_factory=list, description="points [x, y] in image pixels: the <point> inputs"
     )
     score_thr: float = Field(0.3, ge=0.0, le=1.0, description="leave out objects scoring less")
     decode: Literal["parallel", "autoregressive", "tokens"] | None = Field(
@@ -234,7 +230,12 @@ class ModelService:
         check_markers(params, width, height, self.limits)
         try:
             request = self.predictor.resolve(
-                params.instruction or None, task=params.task, classes=params.classes, phrase=params.phrase
+                params.instruction or None,
+                task=params.task,
+                classes=params.classes,
+                phrase=params.phrase,
+                regions=params.regions,
+                points=params.points,
             )
         except ValueError as error:
             raise RequestError(str(error)) from None
@@ -254,8 +255,8 @@ class ModelService:
                 {"file_name": file_name, **entry} for entry in prediction_to_coco(prediction, image_id=0)
             ],
         }
-        if params.regions or params.points:
-            response["note"] = MARKERS_NOTE
+        if prediction.text is not None:  # an answer in words
+            response["text"] = prediction.text
         return prediction, response
 
     def chat(self, pixels: np.ndarray | None, params: ChatParams) -> tuple[Reply, dict[str, Any]]:
