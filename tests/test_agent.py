@@ -23,7 +23,7 @@ from visionllm.agent import (
     default_registry,
     parse_plan,
 )
-from visionllm.agent.builtin import compare, count, crop, describe, draw, mask_out, select
+from visionllm.agent.builtin import colour_name, compare, count, crop, describe, draw, mask_out, select
 from visionllm.structures import ObjectPrediction, Prediction, polygons_to_rle
 from visionllm.tasks.base import Request
 
@@ -110,7 +110,7 @@ def test_tool_from_type_hints_and_docstring() -> None:
 def test_builtin_tools() -> None:
     registry = default_registry()
     names = {"detect", "segment", "ground", "select", "select_class", "count", "crop", "crop_each"}
-    assert names | {"mask_out", "blur", "draw", "describe", "compare"} == set(registry.tools)
+    assert names | {"mask_out", "blur", "draw", "describe", "colour", "compare"} == set(registry.tools)
     assert registry["detect"].inputs == {"image": Image.Image, "classes": list[str]}
     assert registry["ground"].output == Objects and registry["count"].output is int
     assert all(registry[name].context_arg is None for name in ("crop", "draw", "select"))
@@ -418,3 +418,26 @@ def test_agent_chat_with_a_tiny_model(tiny_checkpoint: Path, tmp_path: Path) -> 
     assert all(obj.mask is not None for obj in agent.memory.current["last_objects"])
     ungrounded = agent.chat(None, "where is the red circle?")  # a task this model was not trained for
     assert ungrounded.error.startswith("step 's1' (ground) failed: ValueError: the instruction asks for")
+
+
+def test_the_issues_example_crops_the_largest_and_names_its_colour(
+    tmp_path: Path, image: Image.Image
+) -> None:
+    """ "find the dogs, crop the biggest one and tell me its colour", here with stars on the test image
+    (the large star is the blue rectangle)."""
+    agent = Agent(FakePredictor([STAR_SMALL, STAR_LARGE, CIRCLE]), memory_dir=tmp_path)
+    reply = agent.chat(image, "find the stars, crop the biggest one and tell me its colour")
+    assert [entry.tool for entry in reply.trace] == ["detect", "select", "crop", "colour"]
+    assert reply.error is None and reply.text.endswith(": blue.")
+    assert Image.open(reply.image_path).size == (60, 60)
+    assert "I cannot do" in agent.chat(None, "what colour is the sky?").text  # no object to ask about
+
+
+@pytest.mark.parametrize(
+    "rgb, name",
+    [((220, 30, 30), "red"), ((245, 130, 20), "orange"), ((240, 220, 30), "yellow"), ((30, 170, 50), "green"),
+     ((30, 60, 220), "blue"), ((140, 40, 180), "purple"), ((10, 10, 10), "black"), ((250, 250, 250), "white"),
+     ((128, 128, 130), "grey")],
+)  # fmt: skip
+def test_colour_names(rgb, name) -> None:
+    assert colour_name(np.array(rgb)) == name

@@ -162,6 +162,42 @@ def describe(image: Image.Image, objects: Objects) -> str:
     return f"{len(objects)} object{'s' if len(objects) != 1 else ''}: " + "; ".join(lines) + "."
 
 
+#: Named colours by hue (degrees, the upper end of each band); low saturation or value reads as grey,
+#: black or white.
+_HUES = ((15, "red"), (45, "orange"), (70, "yellow"), (160, "green"), (250, "blue"), (290, "purple"),
+         (340, "pink"), (360, "red"))  # fmt: skip
+
+
+def colour_name(rgb: np.ndarray) -> str:
+    """The name of an RGB colour (0-255): black, white or grey when dull, else its hue's band."""
+    r, g, b = (float(v) / 255 for v in rgb)
+    high, low = max(r, g, b), min(r, g, b)
+    if high < 0.2:
+        return "black"
+    if high - low < 0.15 * high or high - low < 0.1:
+        return "white" if high > 0.85 else "grey"
+    if high == r:
+        hue = (60 * (g - b) / (high - low)) % 360
+    elif high == g:
+        hue = 60 * (b - r) / (high - low) + 120
+    else:
+        hue = 60 * (r - g) / (high - low) + 240
+    return next(name for bound, name in _HUES if hue < bound)
+
+
+def colour(image: Image.Image, objects: Objects) -> str:
+    """Each object's colour: the name of the median colour inside its outline (its box without one)."""
+    if not objects:
+        return "Nothing was found."
+    pixels = np.asarray(image.convert("RGB"))
+    named = []
+    for obj in objects:
+        inside = np.asarray(_region_mask(image, [obj])) > 0
+        rgb = np.median(pixels[inside], axis=0) if inside.any() else np.zeros(3)
+        named.append(f"{obj.class_name} at [{', '.join(f'{v:.0f}' for v in obj.box)}]: {colour_name(rgb)}")
+    return "; ".join(named) + "."
+
+
 def compare(a: Object, b: Object) -> str:
     """Compare two objects' sizes and positions (larger/smaller, left/right, above/below)."""
     area_a, area_b = _area(a), _area(b)
@@ -177,7 +213,7 @@ def compare(a: Object, b: Object) -> str:
 
 BUILTIN_TOOLS = (
     detect, segment, ground, select, select_class, count, crop, crop_each, mask_out, blur, draw, describe,
-    compare,
+    colour, compare,
 )  # fmt: skip
 
 

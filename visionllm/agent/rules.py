@@ -29,9 +29,15 @@ from visionllm.tasks.wording import class_names, trim_segment
 
 CAPABILITIES = (
     "I can find (detect), segment or locate (ground) objects in the image, then crop, count, describe, "
-    "mask out, blur, draw or compare them, e.g. 'find the stars, then crop the largest one'."
+    "name the colour of, mask out, blur, draw or compare them, e.g. 'find the stars, then crop the largest "
+    "one'."
 )
-_VERBS = r"(?:crop|count|describe|mask|blur|draw|show|highlight|mark|circle|compare|tell me about)\b"
+_VERBS = (
+    r"(?:crop|count|describe|mask|blur|draw|show|highlight|mark|circle|compare|tell me about"
+    r"|tell me (?:its|their|the) colou?rs?)\b"
+)
+#: "tell me its colour" / "tell me the colours of the stars" -> the colour action on "it" / the stars
+_COLOUR_QUESTION = re.compile(r"^tell me (?:(its|their) colou?rs?|the colou?rs? of)\b")
 _CLAUSE_SPLIT = re.compile(
     rf"\s*(?:[;?!]|\.(?:\s|$)|,?\s*(?:and\s+)?then\b|,\s*(?:and\s+)?(?={_VERBS})|\s+and\s+(?={_VERBS}))\s*"
 )
@@ -39,7 +45,7 @@ _POLITE = re.compile(r"^(?:(?:please|now|also|just|ok|okay|and)\s+|(?:can|could|
 _ACTIONS = {
     "crop": "crop", "count": "count", "describe": "describe", "tell me about": "describe",
     "mask out": "mask_out", "mask": "mask_out", "blur": "blur", "draw": "draw", "show": "draw",
-    "highlight": "draw", "mark": "draw", "circle": "draw", "compare": "compare",
+    "highlight": "draw", "mark": "draw", "circle": "draw", "compare": "compare", "colour": "colour",
 }  # fmt: skip
 _ACTION_VERB = re.compile(rf"^({'|'.join(sorted(map(re.escape, _ACTIONS), key=len, reverse=True))})\b")
 _SELECTORS = {
@@ -150,7 +156,10 @@ class RulePlanner:
         builder = _Builder(memory)
         try:
             for clause in clauses:
-                self._clause(_POLITE.sub("", clause.strip(" ,.")), builder)
+                clause = _POLITE.sub("", clause.strip(" ,."))
+                self._clause(
+                    _COLOUR_QUESTION.sub(lambda m: "colour it" if m[1] else "colour", clause), builder
+                )
         except Declined as declined:
             return {"decline": str(declined)}
         if not builder.texts and not builder.pictures:  # only finding: show what was found
@@ -202,8 +211,8 @@ class RulePlanner:
         target = one or builder.source(names)
         if action == "count":
             builder.texts.append(builder.add("count", objects=target))
-        elif action == "describe":
-            builder.texts.append(builder.add("describe", image="$input", objects=target))
+        elif action in ("describe", "colour"):
+            builder.texts.append(builder.add(action, image="$input", objects=target))
         elif action == "crop":
             if one and one != builder.objects and one != "$last_objects":
                 builder.pictures.append(builder.add("crop", image="$input", object=one))
