@@ -233,8 +233,8 @@ def build_demo(service: ModelService) -> gr.Blocks:
         with gr.Tab("Predict", id="predict"):
             gr.Markdown(
                 f'Upload an image, ask ("find all the {info["classes"][0]}s"), press **Ask**. A click on '
-                f"the image adds a point; in box mode two clicks add a box: \"what is this?\" with a box, "
-                "\"segment what I clicked\" with a point, if the model was trained with those tasks."
+                f'the image adds a point; in box mode two clicks add a box: "what is this?" with a box, '
+                '"segment what I clicked" with a point, if the model was trained with those tasks.'
             )
             upload = gr.State(None)  # {pixels, name} of the uploaded image
             markers = gr.State(empty_markers())
