@@ -21,19 +21,25 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/common.py, als
 from common import argument_parser, table, write_json
 
 
-def read_curve(work_dir: Path, metric: str) -> list[tuple[float, float, int]]:
-    """(training minutes, metric, iteration) of every validation in the run's latest scalars file."""
+def validations(work_dir: Path) -> list[dict]:
+    """Every validation record (with ``train_minutes``) of the run's latest scalars file."""
     logs = sorted(work_dir.glob("*/vis_data/scalars.json"))
     if not logs:
         raise FileNotFoundError(f"no */vis_data/scalars.json under {work_dir}: not a finished mmengine run?")
-    curve = []
-    for line in logs[-1].read_text().splitlines():
-        record = json.loads(line)
-        if "train_minutes" in record and metric in record:
-            curve.append((float(record["train_minutes"]), float(record[metric]), int(record["step"])))
+    records = [json.loads(line) for line in logs[-1].read_text().splitlines()]
+    return [record for record in records if "train_minutes" in record]
+
+
+def read_curve(work_dir: Path, metric: str) -> list[tuple[float, float, int]]:
+    """(training minutes, metric, iteration) of every validation in the run's latest scalars file."""
+    curve = [
+        (float(record["train_minutes"]), float(record[metric]), int(record["step"]))
+        for record in validations(work_dir)
+        if metric in record
+    ]
     if not curve:
         raise ValueError(
-            f"{logs[-1]} has no validation with train_minutes and {metric}: run with --time-budget"
+            f"{work_dir} has no validation with train_minutes and {metric}: run with --time-budget"
         )
     return curve
 

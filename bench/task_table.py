@@ -10,12 +10,12 @@ question tasks' own metrics (``TaskExamplesMetric``), at each validation (``trai
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/common.py, also when loaded by file path
 from common import argument_parser, table, write_json
+from map_curve import validations
 
 #: (metric key in scalars.json, label), in the table's order
 METRICS = (
@@ -33,15 +33,6 @@ METRICS = (
     ("tasks/count/accuracy", "counting accuracy"),
     ("tasks/color_question/accuracy", "colour question accuracy"),
 )
-
-
-def validations(work_dir: Path) -> list[dict]:
-    """Every validation record (with ``train_minutes``) of the run's latest scalars file."""
-    logs = sorted(work_dir.glob("*/vis_data/scalars.json"))
-    if not logs:
-        raise FileNotFoundError(f"no */vis_data/scalars.json under {work_dir}: not a finished mmengine run?")
-    records = [json.loads(line) for line in logs[-1].read_text().splitlines()]
-    return [record for record in records if "train_minutes" in record]
 
 
 def main() -> None:
