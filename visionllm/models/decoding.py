@@ -161,10 +161,13 @@ def parallel_slot_logits(
             llm, visual_tokens[indices], sequences, extras, [queries[i].prompt_inputs for i in indices]
         )
         hidden, _ = llm(embeds, mask, positions)
-        for row, (i, seq) in enumerate(zip(indices, sequences)):
-            slots = hidden[row, hidden.shape[1] - num_slots * length :]  # (N*L, D)
-            keys = queries[i].class_keys(hidden[row], embeds[row], hidden.shape[1] - len(seq))
-            slot_logits = llm.task_logits(slots, keys).view(num_slots, length, -1)
+        slots = hidden[:, hidden.shape[1] - num_slots * length :]  # (B_task, N*L, D)
+        keys = [
+            queries[i].class_keys(hidden[row], embeds[row], hidden.shape[1] - len(seq))
+            for row, (i, seq) in enumerate(zip(indices, sequences))
+        ]
+        for i, slot_logits in zip(indices, llm.task_logits(list(slots), keys)):
+            slot_logits = slot_logits.view(num_slots, length, -1)
             logits[i] = slot_logits if slot_priors is None else slot_logits + slot_priors[i]
     return logits
 
@@ -248,7 +251,7 @@ def decode_autoregressive(
             if step_in_object[i] == 0 and num_objects[i] >= max_objects:
                 legal[i] = False
                 legal[i, eoo_local] = True
-        logits = torch.cat([llm.task_logits(last[i : i + 1], keys[i]) for i in range(batch)])
+        logits = torch.cat(llm.task_logits(list(last.unsqueeze(1)), keys))
         probs = logits.masked_fill(~legal, float("-inf")).softmax(-1)
         score, token = probs.max(-1)
         for i, q in enumerate(queries):

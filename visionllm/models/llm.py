@@ -12,6 +12,7 @@ task tokens only, so the full-vocabulary head (49k-152k rows) is computed only f
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -177,12 +178,15 @@ class LanguageModel(nn.Module):
         logits[..., task_block] = float("-inf")
         return logits
 
-    def task_logits(self, hidden: Tensor, class_keys: Tensor | None = None) -> Tensor:
-        """(P,D) hidden states -> (P,V_task) logits over the task tokens (local ids).
+    def task_logits(self, hidden: Sequence[Tensor], class_keys: Sequence[Tensor | None]) -> list[Tensor]:
+        """Per sequence, (P_i,D) hidden states -> (P_i,V_task) logits over the task tokens (local ids).
 
-        ``class_keys`` (n,D) describe the instruction's ``<c0>…<c{n-1}>`` (``LLMQuery.class_keys``):
-        each class reference's logit gains a pointer score (scaled dot product of the projected state
-        and key), so ``<ck>`` is chosen by reading which class name the instruction bound to it.
+        ``class_keys[i]`` (n_i,D) describe sequence i's ``<c0>…<c{n-1}>`` (``LLMQuery.class_keys``), or
+        None: each class reference's logit gains a pointer score (scaled dot product of the projected
+        state and key), so ``<ck>`` is chosen by reading which class name the instruction bound to it.
+        The task rows are read from the head once for the whole batch: with tied embeddings every read
+        of them makes a vocabulary-sized gradient in backward (one read per image took 12% of the tiny
+        model's training step).
         """
         head = self.llm.get_output_embeddings()
         rows = slice(self.vocab.first_id, self.vocab.first_id + self.vocab.num_tokens)
@@ -192,7 +196,12 @@ class LanguageModel(nn.Module):
         else:
             weight = head.weight[rows]
         bias = head.bias[rows] if getattr(head, "bias", None) is not None else None
-        logits = F.linear(hidden.to(weight.dtype), weight, bias).float()
+        states = torch.cat(list(hidden))
+        logits = F.linear(states.to(weight.dtype), weight, bias).float().split([len(h) for h in hidden])
+        return [self._point_to_classes(l, h, k) for l, h, k in zip(logits, hidden, class_keys)]
+
+    def _point_to_classes(self, logits: Tensor, hidden: Tensor, class_keys: Tensor | None) -> Tensor:
+        """Add the class pointer's scores (P,n) to the class-reference columns of ``logits`` (P,V_task)."""
         if class_keys is None or class_keys.shape[0] == 0:
             return logits
         dtype = self.class_query.weight.dtype  # fp32 beside a bf16 LLM; bf16 when DeepSpeed casts it all

@@ -492,18 +492,18 @@ class VisionLLM(PretrainedMixin, BaseModel):
         embeds, mask, positions = embed_batch(self.llm, visual, sequences)
         hidden, _ = self.llm(embeds, mask, positions)
         length = hidden.shape[1]
-        logits, legal, labels = [], [], []
+        states, keys, legal, labels = [], [], [], []
         for i, (q, answer, seq) in enumerate(zip(queries, answers, sequences)):
             # the answer's k-th token is predicted from the position before it
-            states = hidden[i, length - len(answer) - 1 : length - 1]
-            logits.append(self.llm.task_logits(states, q.class_keys(hidden[i], embeds[i], length - len(seq))))
+            states.append(hidden[i, length - len(answer) - 1 : length - 1])
+            keys.append(q.class_keys(hidden[i], embeds[i], length - len(seq)))
             n = len(q.request.classes)
             step = q.task.object_length
             legal.append(
                 torch.stack([self.grammar.mask(q.task, k % step, n, False) for k in range(len(answer))])
             )
             labels.append(torch.as_tensor(self.vocab.to_local(answer)))
-        logits = torch.cat(logits)
+        logits = torch.cat(self.llm.task_logits(states, keys))
         return sequence_loss(
             logits,
             torch.cat(legal).to(logits.device),
