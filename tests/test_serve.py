@@ -137,8 +137,8 @@ def test_api_refuses_bad_requests_with_a_message(server: str):
     find = {"instruction": "find all the circles"}
     assert "not an image" in post(400, find, b"GIF89a, or so it says")
     assert "cannot tell which task" in post(400, {"instruction": "hello there"}, shapes_png())
-    assert "region 0" in post(400, {**find, "regions": "[[50, 50, 10, 10]]"}, shapes_png())
-    assert "point 0" in post(400, {**find, "points": "[[500, 5]]"}, shapes_png())
+    assert "region 1" in post(400, {**find, "regions": "[[50, 50, 10, 10]]"}, shapes_png())
+    assert "point 1 (500, 5) is not inside" in post(400, {**find, "points": "[[500, 5]]"}, shapes_png())
     assert "score_thr" in post(400, {**find, "score_thr": "2"}, shapes_png())
     reply = httpx.post(f"{server}/v1/predict", json=find, timeout=60)
     assert reply.status_code == 400 and '"image"' in reply.json()["error"]

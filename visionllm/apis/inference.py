@@ -40,7 +40,7 @@ from visionllm.mmengine_private import _load_checkpoint_to_model
 from visionllm.models.visionllm import VisionLLM
 from visionllm.registry import MODELS, TRANSFORMS, register_all_modules
 from visionllm.structures import ObjectPrediction, Prediction  # noqa: F401  (re-exported)
-from visionllm.tasks.base import Request
+from visionllm.tasks.base import Request, check_inputs
 
 #: A path (str or PathLike), a PIL image, or an (H, W, 3) uint8 RGB array.
 ImageInput = Union[str, os.PathLike, Image.Image, np.ndarray]
@@ -218,14 +218,7 @@ class Predictor:
         through the test pipeline's resize."""
         height, width = meta["ori_shape"]
         name = f"{image}" if isinstance(image, (str, os.PathLike)) else "the image"
-        for k, (x1, y1, x2, y2) in enumerate(request.regions, 1):
-            if x1 < 0 or y1 < 0 or x2 > width or y2 > height:
-                raise ValueError(
-                    f"region {k} ({x1:g}, {y1:g}, {x2:g}, {y2:g}) is not inside {name} ({width}x{height} px)"
-                )
-        for k, (x, y) in enumerate(request.points, 1):
-            if not (0 <= x < width and 0 <= y < height):
-                raise ValueError(f"point {k} ({x:g}, {y:g}) is not inside {name} ({width}x{height} px)")
+        check_inputs(request.regions, request.points, (width, height), name)
         sx, sy = meta.get("scale_factor", (1.0, 1.0))
         return request.scaled(sx, sy)
 

@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 from visionllm.agent import Agent, Reply, default_registry, make_planner
 from visionllm.apis import Prediction, Predictor, load_rgb
 from visionllm.evaluation.results import prediction_to_coco
+from visionllm.tasks.base import check_inputs
 
 #: Region and point markers are drawn and returned, but no task reads them yet (issue #22).
 MARKER_COLOUR = (255, 0, 255)
@@ -139,19 +140,10 @@ def decode_image(data: bytes, limits: Limits) -> np.ndarray:
         raise RequestError(f"the image cannot be decoded (truncated or corrupt?): {error}") from None
 
 
-def check_markers(params: PredictParams, width: int, height: int, limits: Limits) -> None:
-    """Refuse (400) markers outside the image, empty regions or too many markers."""
+def check_marker_count(params: PredictParams, limits: Limits) -> None:
+    """Refuse (400) more regions and points than the limits allow (``check_inputs`` checks each one)."""
     if len(params.regions) + len(params.points) > limits.max_markers:
         raise RequestError(f"at most {limits.max_markers} regions and points together")
-    for k, (x1, y1, x2, y2) in enumerate(params.regions):
-        if not (0 <= x1 < x2 <= width and 0 <= y1 < y2 <= height):
-            raise RequestError(
-                f"region {k} [{x1:g}, {y1:g}, {x2:g}, {y2:g}] is not a box [x1, y1, x2, y2] with "
-                f"x1 < x2 and y1 < y2 inside the {width}x{height} image"
-            )
-    for k, (x, y) in enumerate(params.points):
-        if not (0 <= x <= width and 0 <= y <= height):
-            raise RequestError(f"point {k} [{x:g}, {y:g}] lies outside the {width}x{height} image")
 
 
 def draw_markers(
@@ -227,8 +219,9 @@ class ModelService:
         """Predict on an RGB image; the :class:`Prediction` and the response: the request's task and
         classes, the markers, and ``objects`` in the ``predictions.json`` schema (``image_id`` 0)."""
         height, width = pixels.shape[:2]
-        check_markers(params, width, height, self.limits)
+        check_marker_count(params, self.limits)
         try:
+            check_inputs(params.regions, params.points, (width, height))
             request = self.predictor.resolve(
                 params.instruction or None,
                 task=params.task,

@@ -79,13 +79,7 @@ class Request:
                     f"the text has {self.text.count(placeholder)} {placeholder} placeholders "
                     f"but {len(inputs)} inputs were given"
                 )
-        for kind, inputs, size in (("region", self.regions, 4), ("point", self.points, 2)):
-            for k, values in enumerate(inputs, 1):
-                values = tuple(values)
-                if len(values) != size or not all(np.isfinite(v) for v in values):
-                    raise ValueError(f"{kind} {k} must be {size} finite numbers, got {values}")
-                if size == 4 and not (values[2] > values[0] and values[3] > values[1]):
-                    raise ValueError(f"region {k} {values} has no area: it needs x1 < x2 and y1 < y2")
+        check_inputs(self.regions, self.points)
         for reference in re.findall(r"<c(\d+)>", self.text):
             if int(reference) >= len(self.classes):
                 raise ValueError(
@@ -107,6 +101,35 @@ class Request:
         text = TASK_TOKEN_PATTERN.sub(" ", self.text)
         text = re.sub(r"\s+([,.;:?!])", r"\1", text)
         return " ".join(text.split())
+
+
+def check_inputs(
+    regions: Sequence[Sequence[float]],
+    points: Sequence[Sequence[float]],
+    image_size: tuple[int, int] | None = None,
+    image: str = "the image",
+) -> None:
+    """Raise a ValueError naming the first bad region or point (1-based): not finite numbers, a region
+    without area, or, given the image's (width, height) in the same pixels, one that is not inside it
+    (``image`` names the image in the message)."""
+    for kind, inputs, size in (("region", regions, 4), ("point", points, 2)):
+        for k, values in enumerate(inputs, 1):
+            values = tuple(values)
+            if len(values) != size or not all(np.isfinite(v) for v in values):
+                raise ValueError(f"{kind} {k} must be {size} finite numbers, got {values}")
+            if size == 4 and not (values[2] > values[0] and values[3] > values[1]):
+                raise ValueError(f"region {k} {values} has no area: it needs x1 < x2 and y1 < y2")
+    if image_size is None:
+        return
+    width, height = image_size
+    for k, (x1, y1, x2, y2) in enumerate(regions, 1):
+        if x1 < 0 or y1 < 0 or x2 > width or y2 > height:
+            raise ValueError(
+                f"region {k} ({x1:g}, {y1:g}, {x2:g}, {y2:g}) is not inside {image} ({width}x{height} px)"
+            )
+    for k, (x, y) in enumerate(points, 1):
+        if not (0 <= x < width and 0 <= y < height):
+            raise ValueError(f"point {k} ({x:g}, {y:g}) is not inside {image} ({width}x{height} px)")
 
 
 def check_class_count(classes: Sequence[str], max_classes: int) -> None:
