@@ -3,6 +3,8 @@ new task's targets and metric, a tiny model trained with every task in one batch
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -14,6 +16,7 @@ from tests.conftest import REPO
 from tests.test_model import CANVAS, make_sample, tiny_config
 from visionllm.apis import Predictor, draw_predictions
 from visionllm.cli import main
+from visionllm.evaluation.task_metric import TaskExamplesMetric
 from visionllm.models.decoding import embed_batch
 from visionllm.models.prompt_encoder import roi_align, sample_points
 from visionllm.pretrained import minilm_dir
@@ -316,3 +319,32 @@ def test_bad_region_and_point_inputs_are_clear_errors(generalist, tmp_path, caps
         main(["predict", str(image), "--checkpoint", "x", "--region", "1,2,3"])
     assert usage.value.code == 2
     assert "expected 4 comma-separated numbers, got '1,2,3'" in capsys.readouterr().err
+
+
+def test_task_examples_metric_scores_each_task_and_writes_the_answers(tmp_path):
+    meta = dict(ori_shape=(60, 80), scale_factor=(2.0, 2.0))  # the model saw the image at twice its size
+    asked = Request("region_classify", [], "Answer in words. What is <region>?", regions=[(20, 20, 60, 80)])
+    right = Prediction.from_text("circle", 0.9, asked, meta, "parallel")
+    wrong = Prediction.from_text("a star", 0.4, asked, meta, "parallel")
+    objects = Prediction.from_text("", 1.0, asked, meta, "parallel")
+    objects.text = None  # an answer with objects (e.g. point segmentation) is scored, never written
+    answers = tmp_path / "answers" / "val.jsonl"
+    metric = TaskExamplesMetric(answers_file=str(answers))
+    metric.process(None, [dict(img_path="a.png", task_examples=[("region_classify", right, "circle")])])
+    metric.process(None, [dict(img_path="b.png", task_examples=[("region_classify", wrong, "Circle.")])])
+    metric.process(None, [dict(img_path="c.png", task_examples=[])])
+    assert metric.compute_metrics(metric.results) == {"region_classify/accuracy": 0.5}
+    lines = [json.loads(line) for line in answers.read_text().splitlines()]
+    assert [line["image"] for line in lines] == ["a.png", "b.png"]
+    assert lines[1] == dict(
+        image="b.png",
+        task="region_classify",
+        question="Answer in words. What is <region>?",
+        regions=[[10.0, 10.0, 30.0, 40.0]],  # back in the image's own pixels
+        points=[],
+        answer="a star",
+        reference="Circle.",
+    )
+    metric.results = [("d.png", [("point_classify", objects, "circle")])]
+    metric.compute_metrics(metric.results)
+    assert answers.read_text() == ""
