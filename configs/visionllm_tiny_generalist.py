@@ -2,10 +2,13 @@
 # region, point and image questions (answers in words), trained on 1,000 synthetic images. Validation
 # scores every task on the val split: COCO bbox/segm mAP, and each question task by its own metric
 # (TaskExamplesMetric; `tools/test.py` prints the table). README: `tools/train.py ... --time-budget 20`.
-_base_ = ["visionllm_tiny_synthetic.py"]
+_base_ = [
+    "_base_/models/visionllm_tiny.py",
+    "_base_/schedules/adamw.py",
+    "_base_/runs/synthetic_1k_questions.py",
+]
 
-data_root = "data/synthetic_1k/"
-synthetic = dict(out_dir=data_root, num_images=1000, val_fraction=0.1)
+optim_wrapper = dict(optimizer=dict(lr=2e-3, weight_decay=0.0))  # visionllm_tiny_synthetic.py's
 
 #: the tasks scored by their own examples at validation (detection and segmentation by COCO mAP)
 question_tasks = dict(
@@ -28,18 +31,3 @@ model = dict(
     ),
     eval_tasks=tuple(question_tasks),
 )
-
-# validation reads the ground truth too: the question tasks' examples are built from it
-__dataset = dict(data_root=data_root)
-train_dataloader = dict(dataset=__dataset)
-val_dataloader = dict(dataset=dict(**__dataset, pipeline=_base_.annotated_test_pipeline))
-test_dataloader = val_dataloader
-val_evaluator = [
-    dict(
-        type="VisionLLMCocoMetric",
-        ann_file=data_root + "annotations/instances_val.json",
-        metric=["bbox", "segm"],
-    ),
-    dict(type="TaskExamplesMetric"),
-]
-test_evaluator = val_evaluator
