@@ -9,7 +9,9 @@ Runner would, runs ``--warmup`` steps, then ``--steps`` timed steps, and prints 
   optimizer step, each as a share of the step;
 * the torch profiler's costliest operators by self CPU time (forward and backward together).
 
-Shares are within this run, so they compare across machines where absolute times do not::
+Shares are within this run, so they compare across machines where absolute times do not. The profiler
+itself slows some operators (large fresh allocations about fivefold): it says where to look, and a change's
+gain is then measured from training logs (docs/benchmarks.md, "the task head read once per batch")::
 
     python bench/profile_train_step.py configs/visionllm_tiny_synthetic.py --out bench/results/profile.json
 """
