@@ -1,8 +1,8 @@
 # The small model (pretrained EfficientNet-Lite0, MiniLM, SmolLM2-135M with LoRA) answering in words: region
 # descriptions, region classes and captions, beside detection, on 1,000 synthetic images. SmolLM2 keeps its
 # first 8 of 30 layers (a step ~2.6x faster on CPU), enough to write short English answers. README:
-# `tools/train.py configs/visionllm_small_questions.py --time-budget 20`, then `visionllm predict` with
-# `--region`.
+# `tools/train.py configs/visionllm_small_questions.py --time-budget 15`, then `tools/test.py` with
+# `--cfg-options test_evaluator.1.answers_file=answers.jsonl` writes every answer.
 _base_ = [
     "_base_/models/visionllm_small.py",
     "_base_/schedules/adamw_small.py",

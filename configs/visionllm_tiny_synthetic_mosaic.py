@@ -18,18 +18,10 @@ train_pipeline = [
     dict(type="RandomFlip", prob=0.5),
     dict(type="Pad", size=(__size, __size), pad_val=dict(img=(114, 114, 114))),
     dict(type="FilterAnnotations", min_gt_bbox_wh=(2, 2)),
+    # the plain pipeline's meta keys, less the instance attributes this pipeline does not load
     dict(
         type="PackDetInputs",
-        meta_keys=(
-            "img_id",
-            "img_path",
-            "ori_shape",
-            "img_shape",
-            "pad_shape",
-            "scale_factor",
-            "flip",
-            "flip_direction",
-        ),
+        meta_keys=tuple(k for k in _base_.train_pipeline[-1]["meta_keys"] if k != "instance_attributes"),
     ),
 ]
 train_dataloader = dict(dataset=dict(pipeline=train_pipeline))

@@ -185,7 +185,7 @@ class LanguageModel(nn.Module):
         None: each class reference's logit gains a pointer score (scaled dot product of the projected
         state and key), so ``<ck>`` is chosen by reading which class name the instruction bound to it.
         The task rows are read from the head once for the whole batch: with tied embeddings every read
-        of them makes a vocabulary-sized gradient in backward (one read per image took 12% of the tiny
+        of them makes a vocabulary-sized gradient in backward (one read per image cost ~7% of the tiny
         model's training step).
         """
         head = self.llm.get_output_embeddings()

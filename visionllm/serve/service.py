@@ -29,7 +29,7 @@ from visionllm.apis import Prediction, Predictor, load_rgb
 from visionllm.evaluation.results import prediction_to_coco
 from visionllm.tasks.base import check_inputs
 
-#: Region and point markers are drawn and returned, but no task reads them yet (issue #22).
+#: The colour user regions and points are drawn in (they are also the region / point tasks' inputs).
 MARKER_COLOUR = (255, 0, 255)
 
 
