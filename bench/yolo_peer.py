@@ -12,7 +12,7 @@ parallel decoding and the visual tokens alone (``--decode tokens``).
 Datasets (``--dataset``):
 
 - ``synthetic``: the embedded shapes (``configs/_base_/datasets/synthetic.py``: 160 train / 40 val, 128 px),
-  VisionLLM from ``configs/visionllm_<model>_synthetic.py``.
+  VisionLLM from ``configs/visionllm_<model>_synthetic.py``, asked to detect (boxes, as YOLO is scored).
 - ``bccd``: ``../shared/data/bccd`` (Pascal VOC, its own train / val lists, converted as ``visionllm train
   --data`` does), 256 px, VisionLLM from ``visionllm train --data``'s recipe (``own_data_config``).
 - ``coco128``: ``../shared/data/coco128`` split by ``datasets/splits/coco128_val26.json`` (102 train / 26
@@ -322,7 +322,11 @@ def visionllm_config(spec: dict[str, Any], model: str, image_size: int):
     from visionllm.engine.launch import own_data_config
 
     if spec["dataset"] == "synthetic":
-        return Config.fromfile(REPO / "configs" / f"visionllm_{model}_synthetic.py")
+        cfg = Config.fromfile(REPO / "configs" / f"visionllm_{model}_synthetic.py")
+        # scored on boxes, as YOLO is: ask the detection task (the config evaluates segmentation, whose
+        # boxes are its polygons' extents)
+        cfg.model.eval_task = "detect"
+        return cfg
     splits = DataSplits(
         image_dir=Path(spec["image_dir"]),
         classes=spec["classes"],

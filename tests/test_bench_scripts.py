@@ -307,3 +307,29 @@ def test_profile_train_step_splits_a_step_into_phases_stages_and_operators(tmp_p
     assert stages["image_tokenizer"] + stages["llm"] < report["phase_s"]["forward"]
     assert len(report["operators"]) == 15 and report["operators"][0]["self_cpu_s"] > 0
     assert "| backward |" in stdout and "| aten::" in stdout
+
+
+def test_slot_ablation_takes_each_part_of_a_slot_answer_from_the_llm_or_the_seed(monkeypatch):
+    import visionllm.models.decoding as decoding
+    from visionllm.tasks import build_task
+    from visionllm.vocab import TaskVocab
+
+    slot_ablation = load_bench("slot_ablation")
+    vocab = TaskVocab.__new__(TaskVocab)  # the tasks' flags are all that is read here
+    detect, segment = build_task("detect", vocab), build_task("segment", vocab)
+    model = SimpleNamespace(tasks=dict(detect=detect, segment=segment))
+    llm_answer = torch.arange(2 * 3 * 5, dtype=torch.float32).view(2, 3, 5)  # (N, L, V): class + 2 locations
+    prior = -torch.ones(2, 3, 5)
+    monkeypatch.setattr(decoding, "parallel_slot_logits", lambda *args: [llm_answer.clone()])
+    for classes, locations in (("llm", "llm"), ("seed", "llm"), ("llm", "seed"), ("seed", "seed")):
+        with slot_ablation.slot_answers_from(model, classes, locations):
+            (answer,) = decoding.parallel_slot_logits(None, None, None, None, [prior])
+            assert detect.locations_from_seed == segment.locations_from_seed == (locations == "seed")
+        assert torch.equal(answer[:, 0], (prior if classes == "seed" else llm_answer)[:, 0])
+        assert torch.equal(answer[:, 1:], llm_answer[:, 1:])  # locations are the decoder's choice
+    # after the block: the original decoder and each task's own choice (boxes from seeds, polygons not)
+    (answer,) = decoding.parallel_slot_logits(None, None, None, None, [prior])
+    assert torch.equal(answer, llm_answer)
+    assert detect.locations_from_seed and not segment.locations_from_seed
+    with slot_ablation.slot_answers_from(model, "seed", "llm"), pytest.raises(ValueError, match="no slot seeds"):
+        decoding.parallel_slot_logits(None, None, None, None, None)

@@ -11,7 +11,7 @@ from mmengine.config import Config
 from mmengine.structures import InstanceData
 
 from tests.conftest import REPO
-from visionllm.models.decoding import parallel_slot_logits
+from visionllm.models.decoding import decode_parallel, parallel_slot_logits
 from visionllm.models.image_tokenizer import anchor_boxes, refine
 from visionllm.models.visionllm import VisionLLM
 from visionllm.registry import MODELS, register_all_modules
@@ -385,6 +385,25 @@ def test_parallel_slots_of_a_mixed_batch_equal_each_image_alone(model):
             (alone,) = parallel_slot_logits(model.llm, visual[i : i + 1], [query], slots[i : i + 1])
             assert batched[i].shape == (slots.shape[1], query.task.object_length, model.vocab.num_tokens)
             torch.testing.assert_close(batched[i], alone, atol=1e-4, rtol=1e-4)
+
+
+def test_parallel_decoding_writes_boxes_from_the_seeds_and_polygons_from_the_llm(model):
+    """A box task's location tokens are its slots' seed bins (``locations_from_seed``); a polygon task's
+    are the LLM's most probable bins, whatever the seeds say."""
+    model.eval()
+    vocab = model.vocab
+    requests = [model.tasks[name].request_for_eval(CLASSES) for name in ("detect", "segment")]
+    queries = [model._query(model.tasks[r.task], r) for r in requests]
+    visual = torch.randn(2, model.image_tokenizer.num_queries, model.llm.hidden_size)
+    slots = torch.randn(2, model.slot_embed.shape[0], model.llm.hidden_size) * 0.02
+    seeds = [torch.full((slots.shape[1], q.task.object_length - 1), 7.2) for q in queries]
+    with torch.no_grad():
+        from_seeds = decode_parallel(model.llm, model.grammar, visual, queries, slots, 3, seed_locations=seeds)
+        from_llm = decode_parallel(model.llm, model.grammar, visual, queries, slots, 3)
+    detect_bins = [t for t in from_seeds[0].token_ids if vocab.is_bin(t)]
+    assert detect_bins and set(detect_bins) == {vocab.bin_id(7)}
+    assert from_llm[0].token_ids != from_seeds[0].token_ids
+    assert from_seeds[1].token_ids == from_llm[1].token_ids  # the polygon ignores the seeds
 
 
 def test_tokens_decoding_reads_the_tokenizers_detections(model):

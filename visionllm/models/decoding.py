@@ -180,23 +180,36 @@ def decode_parallel(
     slot_inputs: Tensor,
     max_objects: int,
     slot_priors: list[Tensor] | None = None,
+    seed_locations: list[Tensor] | None = None,
 ) -> list[DecodedSequence]:
     """All objects in one pass: the ``max_objects`` most probable (slot, class) pairs, best first.
 
     A pair's score is the sigmoid of the slot's logit for that class reference at its class position
     (each class on its own, as ``SlotLoss`` trains it), so empty slots come out with low scores (kept,
     ranked, for mAP); a slot may answer with several classes for its one shape, as Deformable DETR's
-    head ranks queries x classes. Each location token is the slot's most probable legal bin.
+    head ranks queries x classes. Each location token is the slot's most probable legal bin, or, for a
+    task that takes its locations from the seeds (``Task.locations_from_seed``) when ``seed_locations``
+    (per image (N, L-1) fractional bins of each slot's seed) are given, the seed's nearest bin.
     """
     vocab = llm.vocab
     out = []
     slot_logits = parallel_slot_logits(llm, visual_tokens, queries, slot_inputs, slot_priors)
-    for q, logits in zip(queries, slot_logits):
-        legal = grammar.slot_masks(q).to(logits.device)  # (L,V)
+    for i, (q, logits) in enumerate(zip(queries, slot_logits)):
         class_probs = logits[:, 0, vocab.class_local_ids(len(q.request.classes))].sigmoid()  # (N,n)
-        locations = logits[:, 1:].masked_fill(~legal[1:], float("-inf")).argmax(-1)  # (N,L-1)
-        out.append(_best_pairs(vocab, class_probs, vocab.to_global(locations).tolist(), max_objects))
+        if seed_locations is not None and q.task.locations_from_seed:
+            geometry_ids = _nearest_bin_ids(vocab, seed_locations[i].cpu().numpy())
+        else:
+            legal = grammar.slot_masks(q).to(logits.device)  # (L,V)
+            locations = logits[:, 1:].masked_fill(~legal[1:], float("-inf")).argmax(-1)  # (N,L-1)
+            geometry_ids = vocab.to_global(locations).tolist()
+        out.append(_best_pairs(vocab, class_probs, geometry_ids, max_objects))
     return out
+
+
+def _nearest_bin_ids(vocab: TaskVocab, coords: np.ndarray) -> list[list[int]]:
+    """(K, L-1) fractional bin coordinates -> each candidate's location tokens (global ids), nearest bins."""
+    bins = np.clip(np.rint(coords), 0, vocab.num_bins - 1).astype(np.int64)
+    return [[vocab.bin_id(int(b)) for b in row] for row in bins]
 
 
 def _best_pairs(
@@ -286,8 +299,7 @@ def decode_tokens(
     class) pairs, each token's box (B,M,4 xyxy pixels) written as its task's bins."""
     out = []
     for q, logits, image_boxes, canvas in zip(queries, class_logits, boxes, canvas_sizes):
-        bins = np.rint(q.task.geometry_from_boxes(image_boxes.cpu().numpy(), canvas)).astype(np.int64)
-        geometry_ids = [[vocab.bin_id(int(b)) for b in token_bins] for token_bins in bins]
+        geometry_ids = _nearest_bin_ids(vocab, q.task.geometry_from_boxes(image_boxes.cpu().numpy(), canvas))
         out.append(_best_pairs(vocab, logits.sigmoid(), geometry_ids, max_objects))
     return out
 

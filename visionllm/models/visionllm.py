@@ -17,6 +17,7 @@ The model knows no task by name: tasks are built from the config and looked up b
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping, Sequence
 
@@ -92,6 +93,9 @@ class VisionLLM(PretrainedMixin, BaseModel):
             (``Task.eval_examples``; the val pipeline must load annotations), for ``TaskExamplesMetric``.
         roi_size: RoIAlign output side of region inputs (``PromptEncoder``, built when a task takes
             region or point inputs).
+        bin_prior_slope: initial slope, in logits per bin, of the Laplace prior that a slot's seed box
+            puts on its location tokens (see ``_slot_inputs``).
+        learn_bin_prior: learn that slope (True) or keep it fixed.
     """
 
     def __init__(
@@ -112,6 +116,8 @@ class VisionLLM(PretrainedMixin, BaseModel):
         text_loss_weight: float = 1.0,
         eval_tasks: Sequence[str] = (),
         roi_size: int = 4,
+        bin_prior_slope: float = 0.22,
+        learn_bin_prior: bool = True,
         data_preprocessor: dict | None = None,
         init_cfg: dict | None = None,
     ) -> None:
@@ -129,8 +135,12 @@ class VisionLLM(PretrainedMixin, BaseModel):
         self.slot_seed_proj = nn.Linear(self.llm.hidden_size, self.llm.hidden_size)
         nn.init.zeros_(self.slot_seed_proj.weight)
         nn.init.zeros_(self.slot_seed_proj.bias)
-        # log of the Laplace prior's slope in logits per bin: exp(-1.5) ~ 0.22, 10 bins off = -2.2
-        self.bin_prior_scale = nn.Parameter(torch.tensor(-1.5))
+        # log of the Laplace prior's slope in logits per bin (0.22: 10 bins off = -2.2)
+        log_slope = torch.tensor(math.log(bin_prior_slope))
+        if learn_bin_prior:
+            self.bin_prior_scale = nn.Parameter(log_slope)
+        else:
+            self.register_buffer("bin_prior_scale", log_slope)
         self.tasks: dict[str, TaskBase] = {}
         self.task_weights: dict[str, float] = {}
         for name, options in tasks.items():
@@ -649,11 +659,18 @@ class VisionLLM(PretrainedMixin, BaseModel):
     ) -> list:
         """Object answers, parsed, in model-input pixels (one ``ParseResult`` per query)."""
         if mode == "parallel":
-            slot_inputs, slot_priors, _ = self._slot_inputs(
+            slot_inputs, slot_priors, seeds = self._slot_inputs(
                 tokens, self._token_class_logits(tokens, queries), queries, canvas_sizes
             )
             decoded = decode_parallel(
-                self.llm, self.grammar, tokens.embeds, queries, slot_inputs, self.max_objects, slot_priors
+                self.llm,
+                self.grammar,
+                tokens.embeds,
+                queries,
+                slot_inputs,
+                self.max_objects,
+                slot_priors,
+                seed_locations=None if seeds is None else [coords for _, coords in seeds],
             )
         elif mode == "autoregressive":
             decoded = decode_autoregressive(self.llm, self.grammar, tokens.embeds, queries, self.max_objects)

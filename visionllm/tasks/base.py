@@ -379,6 +379,11 @@ class Task(TaskBase):
 
     #: Objects come with polygons (and masks), not only boxes.
     predicts_polygons: ClassVar[bool] = False
+    #: Parallel decoding writes a slot's location tokens from its seed token's box (True) rather than
+    #: the LLM's logits: the image tokenizer's decoder refined that box against the image, which the LLM
+    #: does not see (it reads the tokens), and the LLM's bins placed boxes worse than their seeds
+    #: (``bench/slot_ablation.py``). Polygon tasks, whose seed is only the box's outline, take the LLM's.
+    locations_from_seed: ClassVar[bool] = True
 
     # ---- output format ---------------------------------------------------------------------------
     @property

@@ -77,6 +77,7 @@ class SegmentationTask(DetectionTask):
     synonyms = ("segmentation", "instance_segmentation", "seg", "segm", "mask")
     iou_types = ("bbox", "segm")
     predicts_polygons = True
+    locations_from_seed = False  # the LLM's vertices beat the seed box's outline
     #: before detection's cue: "find the dogs and outline them" asks for shapes
     cues: ClassVar[tuple[tuple[int, Cue], ...]] = ((20, SEGMENT_CUE.search),)
     templates: ClassVar[tuple[str, ...]] = (
