@@ -36,9 +36,9 @@ from visionllm.tasks.base import Task
 
 #: (label, decode mode, classes from, locations from)
 ROWS = (
-    ("LLM classes, LLM locations (parallel decoding)", "parallel", "llm", "llm"),
+    ("LLM classes, LLM locations (parallel decoding of polygons)", "parallel", "llm", "llm"),
     ("seed classes, LLM locations", "parallel", "seed", "llm"),
-    ("LLM classes, seed locations", "parallel", "llm", "seed"),
+    ("LLM classes, seed locations (parallel decoding of boxes)", "parallel", "llm", "seed"),
     ("seed classes, seed locations (the N seeds alone)", "parallel", "seed", "seed"),
     ("all visual tokens (--decode tokens)", "tokens", "-", "-"),
 )

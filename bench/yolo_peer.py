@@ -365,6 +365,7 @@ def run_visionllm(spec: dict[str, Any], args: argparse.Namespace, work_dir: Path
     runner.register_hook(watch)
     runner.train()  # ends with the loop's validation: the parallel decoding's results
     peak = peak_rss_mib()
+    runner.save_checkpoint(str(work_dir), "final.pth")  # for bench/slot_ablation.py and tools/test.py
     model = runner.model
     if getattr(model, "token_loss", None) is not None:  # the same weights' visual tokens alone
         model.decode_mode = "tokens"

@@ -119,3 +119,23 @@ print(json.dumps(dict(patched=patched, keep=keep)))
     # patched where torchvision's compiled ops do not load (the PyPI CUDA wheel on this CPU torch)
     for threshold, keep in result["keep"].items():
         assert keep == greedy_nms(boxes, scores, float(threshold))
+
+
+@pytest.mark.slow
+def test_the_visionllm_side_trains_for_its_budget_and_writes_both_decoders_box_results(tmp_path):
+    from argparse import Namespace
+
+    peer = load_peer()
+    spec = peer.prepare_dataset("synthetic", None, tmp_path)
+    args = Namespace(threads=2, workers=0, budget_minutes=0.05, visionllm_model="tiny", image_size=128)
+    result = peer.run_visionllm(spec, args, tmp_path / "visionllm")
+    assert result["iterations"] >= 1 and result["images"] == result["iterations"] * result["batch_size"]
+    assert (tmp_path / "visionllm" / "final.pth").is_file()  # for bench/slot_ablation.py
+    val_images = {image["id"] for image in json.loads(open(spec["val"]).read())["images"]}
+    for mode in ("parallel", "tokens"):
+        detections = json.loads(open(result["results"][mode]).read())
+        assert detections and {d["image_id"] for d in detections} <= val_images
+        # asked to detect, as YOLO is scored: boxes, not the segmentation task's polygons
+        assert all(len(d["bbox"]) == 4 and "segmentation" not in d for d in detections)
+    scores = peer.score(spec["val"], result["results"]["parallel"])
+    assert 0.0 <= scores["AP"] <= 1.0
