@@ -331,5 +331,8 @@ def test_slot_ablation_takes_each_part_of_a_slot_answer_from_the_llm_or_the_seed
     (answer,) = decoding.parallel_slot_logits(None, None, None, None, [prior])
     assert torch.equal(answer, llm_answer)
     assert detect.locations_from_seed and not segment.locations_from_seed
-    with slot_ablation.slot_answers_from(model, "seed", "llm"), pytest.raises(ValueError, match="no slot seeds"):
+    with (
+        slot_ablation.slot_answers_from(model, "seed", "llm"),
+        pytest.raises(ValueError, match="no slot seeds"),
+    ):
         decoding.parallel_slot_logits(None, None, None, None, None)

@@ -398,7 +398,9 @@ def test_parallel_decoding_writes_boxes_from_the_seeds_and_polygons_from_the_llm
     slots = torch.randn(2, model.slot_embed.shape[0], model.llm.hidden_size) * 0.02
     seeds = [torch.full((slots.shape[1], q.task.object_length - 1), 7.2) for q in queries]
     with torch.no_grad():
-        from_seeds = decode_parallel(model.llm, model.grammar, visual, queries, slots, 3, seed_locations=seeds)
+        from_seeds = decode_parallel(
+            model.llm, model.grammar, visual, queries, slots, 3, seed_locations=seeds
+        )
         from_llm = decode_parallel(model.llm, model.grammar, visual, queries, slots, 3)
     detect_bins = [t for t in from_seeds[0].token_ids if vocab.is_bin(t)]
     assert detect_bins and set(detect_bins) == {vocab.bin_id(7)}
