@@ -27,10 +27,8 @@ from common import argument_parser, dash, table, write_json
 import visionllm  # noqa: F401  (platform fixes first)
 
 # isort: split
-from mmengine.runner import Runner
-
 import visionllm.models.decoding as decoding
-from visionllm.engine.launch import DictAction, load_config, prepare_synthetic_data, setup_distributed
+from visionllm.engine.launch import DictAction, load_config, testing_runner
 from visionllm.models.visionllm import VisionLLM
 from visionllm.tasks.base import Task
 
@@ -81,12 +79,7 @@ def main() -> None:
     parser.add_argument("--cfg-options", nargs="+", action=DictAction, help="override config keys: k=v ...")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
-    cfg = load_config(args.config, args.cfg_options, args.work_dir)
-    cfg.load_from = args.checkpoint
-    cfg.train_dataloader, cfg.train_cfg, cfg.optim_wrapper, cfg.param_scheduler = None, None, None, None
-    setup_distributed(cfg, "none")
-    prepare_synthetic_data(cfg)
-    runner = Runner.from_cfg(cfg)
+    runner = testing_runner(load_config(args.config, args.cfg_options, args.work_dir), args.checkpoint)
     rows = []
     for label, mode, classes, locations in ROWS:
         runner.model.decode_mode = mode

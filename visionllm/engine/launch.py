@@ -73,6 +73,12 @@ def run_training(cfg: Config, launcher: str = "none") -> None:
 def run_testing(cfg: Config, checkpoint: str, launcher: str = "none", out: str | None = None) -> dict:
     """Evaluate ``checkpoint`` on ``cfg``'s test data; with ``out``, also write the predictions as a COCO
     results file (``DumpCocoResults``). Returns the metrics."""
+    return testing_runner(cfg, checkpoint, launcher, out).test()
+
+
+def testing_runner(cfg: Config, checkpoint: str, launcher: str = "none", out: str | None = None) -> Runner:
+    """The Runner ``run_testing`` evaluates with: ``cfg`` without its training parts, loading
+    ``checkpoint`` when its ``test()`` is called (each call scores the model as it is decoding then)."""
     check_checkpoint_file(checkpoint)
     cfg.load_from = checkpoint
     if out:
@@ -84,7 +90,7 @@ def run_testing(cfg: Config, checkpoint: str, launcher: str = "none", out: str |
     cfg.custom_hooks = [*cfg.get("custom_hooks", []), dict(type="ProgressBarHook")]
     setup_distributed(cfg, launcher)
     prepare_synthetic_data(cfg)
-    return Runner.from_cfg(cfg).test()
+    return Runner.from_cfg(cfg)
 
 
 def prepare_synthetic_data(cfg: Config) -> None:
