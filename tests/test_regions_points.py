@@ -255,7 +255,9 @@ def test_a_batch_with_every_task_trains_every_part(generalist):
         losses = model.loss(
             torch.randn(len(batch), 3, CANVAS, CANVAS, generator=torch.Generator().manual_seed(0)), batch
         )
-        assert {"loss_text", "loss_slot_cls", "loss_sequence", "loss_token_cls"} <= set(losses)
+        assert {"loss_text", "loss_slot_cls", "loss_sequence", "loss_token_cls", "loss_prompt_class"} <= set(
+            losses
+        )
         optimizer.zero_grad()
         sum(losses.values()).backward()
         if not history:
@@ -263,6 +265,8 @@ def test_a_batch_with_every_task_trains_every_part(generalist):
                 "prompt_encoder.region_proj",
                 "prompt_encoder.point_proj",
                 "prompt_encoder.region_class",
+                "prompt_encoder.point_class",
+                "prompt_encoder.class_input",
             ):
                 grads = [p.grad for n, p in model.named_parameters() if n.startswith(part)]
                 assert grads and all(g is not None and g.abs().sum() > 0 for g in grads), part
@@ -271,6 +275,45 @@ def test_a_batch_with_every_task_trains_every_part(generalist):
     del model._sample_request
     assert history[-1]["loss_text"] < history[0]["loss_text"]
     assert history[-1]["loss_slot_cls"] < history[0]["loss_slot_cls"]
+
+
+def test_region_and_point_class_features_learn_the_class_on_every_image():
+    """``loss_prompt_class`` trains what the LLM's region / point input carries: after a few steps on
+    one detection-only batch, every annotated box and click scores its own class highest."""
+    cfg = tiny_config()
+    cfg.tasks, cfg.eval_task = dict(detect=dict(), region_classify=dict()), "detect"
+    torch.manual_seed(0)
+    model = MODELS.build(cfg)
+    model._sample_request = lambda annotations, rng: (
+        model.tasks["detect"],
+        model.tasks["detect"].sample_request(model._class_names(), annotations, rng),
+    )  # the loss comes from every image, whatever its task
+    model.train()
+    sample = make_sample()
+    images = torch.randn(2, 3, CANVAS, CANVAS, generator=torch.Generator().manual_seed(0))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=5e-3)
+    first = None
+    for _ in range(30):
+        losses = model.loss(images, [sample, make_sample()])
+        first = first if first is not None else float(losses["loss_prompt_class"])
+        optimizer.zero_grad()
+        losses["loss_prompt_class"].backward()
+        optimizer.step()
+    del model._sample_request
+    with torch.no_grad():
+        tokens = model.image_tokenizer(images, ["Find every circle."] * 2)
+        names = model.image_tokenizer.name_features([model._class_names()], images.device)[0]
+        boxes = [sample.gt_instances.bboxes] * 2
+        clicks = [(sample.gt_instances.bboxes[:, :2] + sample.gt_instances.bboxes[:, 2:]) / 2] * 2
+        features = torch.cat(
+            model.prompt_encoder.region_class_features(tokens.feature_maps, boxes, tokens.canvas)
+            + model.prompt_encoder.point_class_features(tokens.feature_maps, clicks, tokens.canvas)
+        )
+        assert (features @ names.T).argmax(-1).tolist() == sample.gt_instances.labels.tolist() * 4
+    assert float(losses["loss_prompt_class"]) < first / 4
+
+    model.prompt_class_loss_weight = 0.0
+    assert "loss_prompt_class" not in model.loss(images, [sample, make_sample()])
 
 
 def test_generate_answers_in_words_and_objects_side_by_side(generalist):

@@ -51,12 +51,19 @@ from visionllm.structures import Prediction
 from visionllm.tasks import build_task
 from visionllm.tasks.base import ImageAnnotations, Request, Task, TaskBase, TextTask
 from visionllm.tasks.grounding import NoReferentError
+from visionllm.tasks.points import visible_point
+from visionllm.tasks.regions import jitter_box
 from visionllm.vocab import POINT, REGION
 
 _PLACEHOLDER = re.compile(f"{re.escape(REGION)}|{re.escape(POINT)}")
 
 TRAIN_MODES = ("parallel", "autoregressive")
 DECODE_MODES = (*TRAIN_MODES, "tokens")  # tokens: the image tokenizer's detections, no LLM
+
+
+def _rows(values: Sequence, width: int, device: torch.device) -> Tensor:
+    """A list of coordinate rows (possibly empty) as a (K, width) float tensor."""
+    return torch.as_tensor(np.asarray(values), dtype=torch.float32, device=device).reshape(-1, width)
 
 
 def check_decode_mode(mode: str, has_token_loss: bool) -> None:
@@ -93,6 +100,10 @@ class VisionLLM(PretrainedMixin, BaseModel):
             (``Task.eval_examples``; the val pipeline must load annotations), for ``TaskExamplesMetric``.
         roi_size: RoIAlign output side of region inputs (``PromptEncoder``, built when a task takes
             region or point inputs).
+        prompt_class_loss_weight: weight of ``loss_prompt_class``: on every training image, the class
+            features of ``prompt_class_samples`` annotated objects' (jittered) boxes and clicks score
+            their class among the dataset's (cross-entropy), when the model takes region or point
+            inputs; 0 turns it off.
         bin_prior_slope: initial slope, in logits per bin, of the Laplace prior that a slot's seed box
             puts on its location tokens (see ``_slot_inputs``).
         learn_bin_prior: learn that slope (True) or keep it fixed.
@@ -116,6 +127,8 @@ class VisionLLM(PretrainedMixin, BaseModel):
         text_loss_weight: float = 1.0,
         eval_tasks: Sequence[str] = (),
         roi_size: int = 4,
+        prompt_class_loss_weight: float = 1.0,
+        prompt_class_samples: int = 4,
         bin_prior_slope: float = 0.22,
         learn_bin_prior: bool = True,
         data_preprocessor: dict | None = None,
@@ -179,6 +192,8 @@ class VisionLLM(PretrainedMixin, BaseModel):
             raise ValueError("image_tokenizer.two_stage needs token_loss: it trains the proposals it selects")
         self.sequence_loss_weight = sequence_loss_weight
         self.text_loss_weight = text_loss_weight
+        self.prompt_class_loss_weight = prompt_class_loss_weight
+        self.prompt_class_samples = prompt_class_samples
         self.class_names = list(class_names) if class_names is not None else None
         self.grammar = Grammar(self.llm.vocab.num_tokens)
 
@@ -287,9 +302,10 @@ class VisionLLM(PretrainedMixin, BaseModel):
         rng = np.random.default_rng(
             int(torch.randint(0, 2**31 - 1, ()).item())
         )  # follows the seeded torch RNG
-        tasks, requests, targets, token_targets = [], [], [], []
+        tasks, requests, targets, token_targets, image_annotations = [], [], [], [], []
         for sample in data_samples:
             annotations = self._annotations(sample)
+            image_annotations.append(annotations)
             task, request = self._sample_request(annotations, rng)
             tasks.append(task)
             requests.append(request)
@@ -349,7 +365,34 @@ class VisionLLM(PretrainedMixin, BaseModel):
             losses["loss_text"] = self._text_loss(
                 tokens.embeds[words], [queries[i] for i in words], [targets[i] for i in words]
             )
+        if self.prompt_encoder is not None and self.prompt_class_loss_weight > 0:
+            losses["loss_prompt_class"] = self._prompt_class_loss(tokens, image_annotations, rng)
         return losses
+
+    def _prompt_class_loss(
+        self, tokens: VisualTokens, annotations: list[ImageAnnotations], rng: np.random.Generator
+    ) -> Tensor:
+        """Cross-entropy of the class that region and point class features score highest among the
+        dataset's class names, on up to ``prompt_class_samples`` objects per image: each object's box
+        jittered as region questions' boxes are, and a click on its visible part (``PromptEncoder``)."""
+        device = tokens.embeds.device
+        boxes, points, labels = [], [], []
+        for image in annotations:
+            chosen = rng.permutation(len(image))[: self.prompt_class_samples]
+            boxes.append([jitter_box(image.boxes[i], rng, image.canvas_size) for i in chosen])
+            points.append([visible_point(image, i, rng) for i in chosen])
+            labels.extend(int(image.labels[i]) for i in chosen)
+        if not labels:
+            return tokens.embeds.sum() * 0.0
+        maps, canvas = tokens.feature_maps, tokens.canvas
+        features = torch.cat(
+            self.prompt_encoder.region_class_features(maps, [_rows(b, 4, device) for b in boxes], canvas)
+            + self.prompt_encoder.point_class_features(maps, [_rows(p, 2, device) for p in points], canvas)
+        )
+        names = self.image_tokenizer.name_features([self._class_names()], device)[0]
+        logits = features @ names.T / features.shape[-1] ** 0.5
+        target = torch.as_tensor(labels * 2, device=device)
+        return self.prompt_class_loss_weight * F.cross_entropy(logits, target)
 
     @staticmethod
     def _split_by_answer(queries: Sequence[LLMQuery]) -> tuple[list[int], list[int]]:
@@ -368,12 +411,12 @@ class VisionLLM(PretrainedMixin, BaseModel):
         device = tokens.embeds.device
         regions = self.prompt_encoder.regions(
             tokens.feature_maps,
-            [torch.as_tensor(r.regions, dtype=torch.float32, device=device).reshape(-1, 4) for r in requests],
+            [_rows(r.regions, 4, device) for r in requests],
             tokens.canvas,
         )
         points = self.prompt_encoder.points(
             tokens.feature_maps,
-            [torch.as_tensor(r.points, dtype=torch.float32, device=device).reshape(-1, 2) for r in requests],
+            [_rows(r.points, 2, device) for r in requests],
             tokens.canvas,
         )
         for query, region_rows, point_rows in zip(queries, regions, points):
@@ -396,9 +439,7 @@ class VisionLLM(PretrainedMixin, BaseModel):
         if any(from_region):
             device = tokens.embeds.device
             boxes = [
-                torch.as_tensor(
-                    q.request.regions if region else [], dtype=torch.float32, device=device
-                ).reshape(-1, 4)[:1]
+                _rows(q.request.regions if region else [], 4, device)[:1]
                 for q, region in zip(queries, from_region)
             ]
             prompts = self.prompt_encoder.region_class_features(tokens.feature_maps, boxes, tokens.canvas)
