@@ -262,11 +262,11 @@ def test_a_batch_with_every_task_trains_every_part(generalist):
         sum(losses.values()).backward()
         if not history:
             for part in (
-                "prompt_encoder.region_proj",
-                "prompt_encoder.point_proj",
+                "prompt_encoder.region_hidden",
+                "prompt_encoder.point_hidden",
                 "prompt_encoder.region_class",
                 "prompt_encoder.point_class",
-                "prompt_encoder.class_input",
+                "prompt_encoder.region_out",
             ):
                 grads = [p.grad for n, p in model.named_parameters() if n.startswith(part)]
                 assert grads and all(g is not None and g.abs().sum() > 0 for g in grads), part

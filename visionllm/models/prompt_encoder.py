@@ -1,19 +1,17 @@
 """Region and point inputs: what fills the ``<region>`` and ``<point>`` placeholders of an instruction.
 
     <region> box (x1,y1,x2,y2 model-input pixels)
-      RoIAlign (S x S) on every level of the image tokenizer's maps -> concat -> MLP   (what is there)
-      + a projection of its class feature (below)                                     (what it is)
-      + a projection of the box's sine encoding (cx, cy, w, h)                         (where it is)
+      RoIAlign (S x S) on every level of the image tokenizer's maps -> concat -> hidden   (what is there)
+      hidden -> linear + a projection of the box's sine encoding (cx, cy, w, h)          (where it is)
       -> (D_llm,) written over the placeholder's input embedding, as GPT4RoI does
     <point> (x, y)
-      bilinear sample on every level -> concat -> MLP + class feature + sine encoding -> (D_llm,)
+      bilinear sample on every level -> concat -> hidden -> linear + its sine encoding -> (D_llm,)
 
-A region's or point's class feature (``region_class_features`` / ``point_class_features``: the mean
-feature over cells and levels, mapped into the space where the tokenizer compares visual tokens with
-class names) is trained on every image, whatever its task, to score its object's class name highest
-(``VisionLLM``'s ``loss_prompt_class``, on annotated boxes and clicks): a dense signal that a question
-about one region per image would give a tenth of the time, and a linear path from the pooled features
-to the class that the LLM's answer reads.
+The hidden features also give a region's or point's class feature (``region_class_features`` /
+``point_class_features``), in the space where the tokenizer compares visual tokens with class names. It is
+trained on every image, whatever its task, to score its object's class name highest (``VisionLLM``'s
+``loss_prompt_class``, on annotated boxes and clicks): a dense signal that a question about one region
+per image would give a tenth of the time, on the very features the LLM reads.
 
 The maps are the deformable encoder's output, so a region's features already carry the context of the
 whole image and the instruction. "Find every object like <region>" scores visual tokens against the
@@ -109,32 +107,30 @@ class PromptEncoder(nn.Module):
         super().__init__()
         self.roi_size = roi_size
         self.embed_dims = embed_dims
-        self.region_proj = nn.Sequential(
-            nn.Linear(num_levels * embed_dims * roi_size**2, llm_dims),
-            nn.GELU(),
-            nn.Linear(llm_dims, llm_dims),
+        self.region_hidden = nn.Sequential(
+            nn.Linear(num_levels * embed_dims * roi_size**2, llm_dims), nn.GELU()
         )
+        self.region_out = nn.Linear(llm_dims, llm_dims)
         self.region_position = nn.Linear(2 * embed_dims, llm_dims)
-        self.point_proj = nn.Sequential(
-            nn.Linear(num_levels * embed_dims, llm_dims), nn.GELU(), nn.Linear(llm_dims, llm_dims)
-        )
+        self.point_hidden = nn.Sequential(nn.Linear(num_levels * embed_dims, llm_dims), nn.GELU())
+        self.point_out = nn.Linear(llm_dims, llm_dims)
         self.point_position = nn.Linear(embed_dims, llm_dims)
-        self.region_class = nn.Linear(embed_dims, embed_dims)  # into the tokenizer's class-name space
-        self.point_class = nn.Linear(embed_dims, embed_dims)
-        self.class_input = nn.Linear(embed_dims, llm_dims)  # a class feature as part of the LLM's input
+        # from the hidden features into the space where the tokenizer compares tokens with class names
+        self.region_class = nn.Linear(llm_dims, embed_dims)
+        self.point_class = nn.Linear(llm_dims, embed_dims)
 
     def _pool(self, maps: list[Tensor], boxes: list[Tensor], canvas: tuple[int, int]) -> Tensor:
-        """(K, levels, d, S, S) RoI features of every box of every image."""
+        """(K, levels * d * S * S) RoI features of every box of every image."""
         rois = _batched(boxes)
         return torch.stack(
             [roi_align(level, rois, self.roi_size, level.shape[-1] / canvas[1]) for level in maps], 1
-        )
+        ).flatten(1)
 
     @staticmethod
     def _sample(maps: list[Tensor], points: list[Tensor], canvas: tuple[int, int]) -> Tensor:
-        """(K, levels, d) features at every point of every image."""
+        """(K, levels * d) features at every point of every image."""
         rows = _batched(points)
-        return torch.stack([sample_points(level, rows, level.shape[-1] / canvas[1]) for level in maps], 1)
+        return torch.cat([sample_points(level, rows, level.shape[-1] / canvas[1]) for level in maps], 1)
 
     @staticmethod
     def _normalised(boxes: Tensor, canvas: tuple[int, int]) -> Tensor:
@@ -147,46 +143,35 @@ class PromptEncoder(nn.Module):
         """Per image, its boxes (R_i,4) xyxy model-input pixels -> (R_i, D_llm) embeddings."""
         counts = [len(b) for b in boxes]
         if not sum(counts):
-            return [maps[0].new_zeros(0, self.region_proj[-1].out_features) for _ in boxes]
-        pooled = self._pool(maps, boxes, canvas)
+            return [maps[0].new_zeros(0, self.region_out.out_features) for _ in boxes]
+        hidden = self.region_hidden(self._pool(maps, boxes, canvas))
         position = coordinate_to_encoding(
-            self._normalised(torch.cat(boxes).to(pooled.dtype), canvas)[None], num_feats=self.embed_dims // 2
+            self._normalised(torch.cat(boxes).to(hidden.dtype), canvas)[None], num_feats=self.embed_dims // 2
         )[0]  # mmdet's encoding reads (B,N,4)
-        embeds = (
-            self.region_proj(pooled.flatten(1))
-            + self.class_input(self.region_class(pooled.mean((1, 3, 4))))
-            + self.region_position(position)
-        )
-        return list(embeds.split(counts))
+        return list((self.region_out(hidden) + self.region_position(position)).split(counts))
 
     def points(self, maps: list[Tensor], points: list[Tensor], canvas: tuple[int, int]) -> list[Tensor]:
         """Per image, its points (P_i,2) x,y model-input pixels -> (P_i, D_llm) embeddings."""
         counts = [len(p) for p in points]
         if not sum(counts):
-            return [maps[0].new_zeros(0, self.point_proj[-1].out_features) for _ in points]
-        sampled = self._sample(maps, points, canvas)
+            return [maps[0].new_zeros(0, self.point_out.out_features) for _ in points]
+        hidden = self.point_hidden(self._sample(maps, points, canvas))
         height, width = canvas
-        xy = torch.cat(points).to(sampled.dtype) / sampled.new_tensor([width, height])
+        xy = torch.cat(points).to(hidden.dtype) / hidden.new_tensor([width, height])
         position = coordinate_to_encoding(xy[None], num_feats=self.embed_dims // 2)[0]
-        embeds = (
-            self.point_proj(sampled.flatten(1))
-            + self.class_input(self.point_class(sampled.mean(1)))
-            + self.point_position(position)
-        )
-        return list(embeds.split(counts))
+        return list((self.point_out(hidden) + self.point_position(position)).split(counts))
 
     def region_class_features(
         self, maps: list[Tensor], boxes: list[Tensor], canvas: tuple[int, int]
     ) -> list[Tensor]:
-        """Per image, (R_i, d) class features of its boxes: the mean RoI feature over cells and levels,
-        mapped into the space where the tokenizer compares visual tokens with class names."""
+        """Per image, (R_i, d) class features of its boxes, read from the hidden features its LLM input
+        is made of."""
         counts = [len(b) for b in boxes]
-        pooled = self._pool(maps, boxes, canvas).mean((1, 3, 4))  # (K,d)
-        return list(self.region_class(pooled).split(counts))
+        return list(self.region_class(self.region_hidden(self._pool(maps, boxes, canvas))).split(counts))
 
     def point_class_features(
         self, maps: list[Tensor], points: list[Tensor], canvas: tuple[int, int]
     ) -> list[Tensor]:
-        """Per image, (P_i, d) class features of its points (the mean over levels), as for regions."""
+        """Per image, (P_i, d) class features of its points, as for regions."""
         counts = [len(p) for p in points]
-        return list(self.point_class(self._sample(maps, points, canvas).mean(1)).split(counts))
+        return list(self.point_class(self.point_hidden(self._sample(maps, points, canvas))).split(counts))
