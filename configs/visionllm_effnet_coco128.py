@@ -4,10 +4,6 @@
 # (visionllm_small_coco128.py pretrains all three parts, at a much higher cost per image).
 _base_ = ["visionllm_tiny_coco128.py", "_base_/models/efficientnet_lite0.py"]
 
-model = dict(
-    data_preprocessor=dict(**_base_.efficientnet_lite0_normalization),
-    # _delete_: drop the slim ResNet's kwargs (channels, stem_width)
-    image_tokenizer=dict(backbone=dict(_delete_=True, **_base_.efficientnet_lite0)),
-)
+model = _base_.efficientnet_lite0_swap
 # the pretrained backbone learns slower than the freshly initialised rest
 optim_wrapper = dict(paramwise_cfg=dict(custom_keys={"image_tokenizer.backbone": dict(lr_mult=0.1)}))

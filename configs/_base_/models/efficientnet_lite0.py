@@ -7,3 +7,9 @@ efficientnet_lite0 = dict(
     checkpoint="efficientnet-lite0",
 )
 efficientnet_lite0_normalization = dict(mean=[127.5, 127.5, 127.5], std=[127.5, 127.5, 127.5])
+# What a config of the slim random ResNet-18 changes to run on this backbone: `model =
+# _base_.efficientnet_lite0_swap` beside this file in `_base_` (_delete_ drops the ResNet's kwargs).
+efficientnet_lite0_swap = dict(
+    data_preprocessor=dict(**efficientnet_lite0_normalization),
+    image_tokenizer=dict(backbone=dict(_delete_=True, **efficientnet_lite0)),
+)
