@@ -1,11 +1,11 @@
 """Every task's validation metric of time-budgeted runs, one column per run: COCO bbox / segm mAP and the
 question tasks' own metrics (``TaskExamplesMetric``), at each validation (``train_minutes``)::
 
-    python tools/train.py configs/visionllm_tiny_generalist.py --work-dir work_dirs/gen20 \\
+    python tools/train.py configs/visionllm_effnet_generalist.py --work-dir work_dirs/egen20 \\
         --time-budget 20 --val-every 10
-    python tools/train.py configs/visionllm_tiny_detseg_1k.py --work-dir work_dirs/detseg20 \\
+    python tools/train.py configs/visionllm_effnet_detseg_1k.py --work-dir work_dirs/edetseg20 \\
         --time-budget 20 --val-every 10
-    python bench/task_table.py work_dirs/gen20 work_dirs/detseg20 --out bench/results/generalist.json
+    python bench/task_table.py work_dirs/egen20 work_dirs/edetseg20 --out bench/results/generalist.json
 """
 
 from __future__ import annotations

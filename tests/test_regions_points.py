@@ -316,6 +316,48 @@ def test_region_and_point_class_features_learn_the_class_on_every_image():
     assert "loss_prompt_class" not in model.loss(images, [sample, make_sample()])
 
 
+def test_extra_questions_train_answers_in_words_on_images_of_other_tasks():
+    """``extra_questions``: a detection-only batch still trains answers in words, each question reading
+    its own image's regions, and only when asked for."""
+    cfg = tiny_config()
+    cfg.tasks, cfg.eval_task = dict(detect=dict(), region_classify=dict()), "detect"
+    cfg.extra_questions = 2
+    torch.manual_seed(0)
+    model = MODELS.build(cfg)
+    model.train()
+    detect = model.tasks["detect"]
+    sample_request = model._sample_request
+    model._sample_request = lambda annotations, rng, names=None: (
+        sample_request(annotations, rng, names)
+        if names
+        else (detect, detect.sample_request(model._class_names(), annotations, rng))
+    )  # every image's own task is detection; only the extra questions are in words
+    images = torch.randn(2, 3, CANVAS, CANVAS, generator=torch.Generator().manual_seed(0))
+    asked = []
+    text_loss = model._text_loss
+    model._text_loss = lambda visual, queries, answers: (
+        asked.append((visual, queries)) or text_loss(visual, queries, answers)
+    )
+    made = []
+    model.image_tokenizer.register_forward_hook(lambda module, args, out: made.append(out))
+    losses = model.loss(images, [make_sample(), make_sample()])
+    visual, queries = asked[0]
+    assert [q.task.name for q in queries] == ["region_classify"] * 4
+    torch.testing.assert_close(visual, made[0].embeds[[0, 0, 1, 1]])  # two questions per image
+    for row, query in zip([0, 0, 1, 1], queries):  # each region pooled from its own image's maps
+        maps = [level[row : row + 1] for level in made[0].feature_maps]
+        box = torch.as_tensor([query.request.regions[0]], dtype=torch.float32)
+        torch.testing.assert_close(
+            query.prompt_inputs, model.prompt_encoder.regions(maps, [box], made[0].canvas)[0]
+        )
+    losses["loss_text"].backward()
+    region_grads = [p.grad for n, p in model.named_parameters() if n.startswith("prompt_encoder.region_out")]
+    assert region_grads and all(g is not None and g.abs().sum() > 0 for g in region_grads)
+
+    model.extra_questions = 0
+    assert "loss_text" not in model.loss(images, [make_sample(), make_sample()])
+
+
 def test_generate_answers_in_words_and_objects_side_by_side(generalist):
     model = generalist
     model.eval()

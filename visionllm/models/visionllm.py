@@ -129,6 +129,7 @@ class VisionLLM(PretrainedMixin, BaseModel):
         roi_size: int = 4,
         prompt_class_loss_weight: float = 1.0,
         prompt_class_samples: int = 4,
+        extra_questions: int = 0,
         bin_prior_slope: float = 0.22,
         learn_bin_prior: bool = True,
         data_preprocessor: dict | None = None,
@@ -194,6 +195,7 @@ class VisionLLM(PretrainedMixin, BaseModel):
         self.text_loss_weight = text_loss_weight
         self.prompt_class_loss_weight = prompt_class_loss_weight
         self.prompt_class_samples = prompt_class_samples
+        self.extra_questions = extra_questions
         self.class_names = list(class_names) if class_names is not None else None
         self.grammar = Grammar(self.llm.vocab.num_tokens)
 
@@ -268,11 +270,12 @@ class VisionLLM(PretrainedMixin, BaseModel):
         return self.class_names
 
     def _sample_request(
-        self, annotations: ImageAnnotations, rng: np.random.Generator
+        self, annotations: ImageAnnotations, rng: np.random.Generator, names: Sequence[str] | None = None
     ) -> tuple[Task, Request]:
-        """Draw a task by the configured weights and let it sample a request; a task that cannot
-        phrase one for this image (grounding without an unambiguous referent) passes to the next."""
-        names = list(self.task_weights)
+        """Draw a task (among ``names``, default all) by the configured weights and let it sample a
+        request; a task that cannot phrase one for this image (grounding without an unambiguous
+        referent) passes to the next."""
+        names = list(self.task_weights if names is None else names)
         weights = np.asarray([self.task_weights[n] for n in names], dtype=np.float64)
         order = rng.choice(len(names), size=len(names), replace=False, p=weights / weights.sum())
         for index in order:
@@ -361,13 +364,39 @@ class VisionLLM(PretrainedMixin, BaseModel):
                 losses["loss_sequence"] = self._sequence_loss(
                     object_tokens.embeds, object_queries, object_targets
                 )
-        if words:
-            losses["loss_text"] = self._text_loss(
-                tokens.embeds[words], [queries[i] for i in words], [targets[i] for i in words]
+        rows, word_queries, answers = words, [queries[i] for i in words], [targets[i] for i in words]
+        if self.extra_questions:
+            extra_rows, extra_queries, extra_answers = self._extra_questions(tokens, image_annotations, rng)
+            rows, word_queries, answers = (
+                rows + extra_rows,
+                word_queries + extra_queries,
+                answers + extra_answers,
             )
+        if rows:
+            losses["loss_text"] = self._text_loss(tokens.embeds[rows], word_queries, answers)
         if self.prompt_encoder is not None and self.prompt_class_loss_weight > 0:
             losses["loss_prompt_class"] = self._prompt_class_loss(tokens, image_annotations, rng)
         return losses
+
+    def _extra_questions(
+        self, tokens: VisualTokens, annotations: list[ImageAnnotations], rng: np.random.Generator
+    ) -> tuple[list[int], list[LLMQuery], list[str]]:
+        """``extra_questions`` text-task requests per image, with their inputs filled from that image's
+        maps: (image row of each, its query, its answer)."""
+        text_tasks = [name for name, task in self.tasks.items() if isinstance(task, TextTask)]
+        rows, queries, answers = [], [], []
+        for row, image in enumerate(annotations):
+            for _ in range(self.extra_questions if text_tasks else 0):
+                try:
+                    task, request = self._sample_request(image, rng, text_tasks)
+                except NoReferentError:
+                    continue
+                rows.append(row)
+                queries.append(self._query(task, request))
+                answers.append(task.answer(request, image, self._class_names()))
+        if rows:
+            self._fill_prompt_inputs(tokens.select(rows), queries)
+        return rows, queries, answers
 
     def _prompt_class_loss(
         self, tokens: VisualTokens, annotations: list[ImageAnnotations], rng: np.random.Generator
