@@ -99,9 +99,9 @@ def train_probe(cfg: Config, split_dir: Path, minutes: float, roi_size: int) -> 
         if steps % 200 == 0:
             with torch.no_grad():
                 curve.append((steps, float((probe(val_x).argmax(1) == val_y).float().mean())))
-            if last_loss - float(loss) < 1e-4:  # converged: the rest of the budget would change nothing
+            if last_loss - loss.item() < 1e-4:  # converged: the rest of the budget would change nothing
                 break
-            last_loss = float(loss)
+            last_loss = loss.item()
     with torch.no_grad():
         accuracy = float((probe(val_x).argmax(1) == val_y).float().mean())
     seconds = time.perf_counter() - start
