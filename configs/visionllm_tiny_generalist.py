@@ -30,4 +30,6 @@ model = dict(
         **question_tasks,
     ),
     eval_tasks=tuple(question_tasks),
+    # two more questions in words per image, read from its own tokens (bench: extra_questions_10min.json)
+    extra_questions=2,
 )

@@ -7,6 +7,7 @@ model = dict(
     tasks=dict(_delete_=True, detect=dict(weight=0.2), region_classify=dict(weight=1.0)),
     eval_task="detect",
     eval_tasks=("region_classify",),
+    extra_questions=0,  # one question per image, as measured
 )
 val_evaluator = [
     dict(
