@@ -104,6 +104,9 @@ class VisionLLM(PretrainedMixin, BaseModel):
             features of ``prompt_class_samples`` annotated objects' (jittered) boxes and clicks score
             their class among the dataset's (cross-entropy), when the model takes region or point
             inputs; 0 turns it off.
+        extra_questions: questions answered in words trained per image besides its sampled task, drawn
+            from the text tasks by their weights; they read that image's visual tokens and maps (made
+            for its sampled instruction), so an image teaches several answers for one tokenizer pass.
         bin_prior_slope: initial slope, in logits per bin, of the Laplace prior that a slot's seed box
             puts on its location tokens (see ``_slot_inputs``).
         learn_bin_prior: learn that slope (True) or keep it fixed.
