@@ -388,8 +388,10 @@ class VisionLLM(PretrainedMixin, BaseModel):
         maps: (image row of each, its query, its answer)."""
         text_tasks = [name for name, task in self.tasks.items() if isinstance(task, TextTask)]
         rows, queries, answers = [], [], []
+        if not text_tasks:
+            return rows, queries, answers
         for row, image in enumerate(annotations):
-            for _ in range(self.extra_questions if text_tasks else 0):
+            for _ in range(self.extra_questions):
                 try:
                     task, request = self._sample_request(image, rng, text_tasks)
                 except NoReferentError:
