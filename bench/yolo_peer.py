@@ -1,13 +1,22 @@
 """VisionLLM against the detector a practitioner would pick: Ultralytics YOLOv8n at equal minutes (issue #26).
 
-YOLOv8n is trained **from scratch** (``yolov8n.yaml``, no pretrained weights) and VisionLLM from its recipe,
-one after the other, each in a fresh subprocess for the same wall-clock budget (``--budget-minutes``), on
-the same training images, with the same number of torch threads (``--threads``; stock Ultralytics would
-set ``cpu_count - 1``) and dataloader workers (``--workers``). Both are then scored by the same function,
+Four runs (``--methods``), one after the other, each in a fresh subprocess for the same wall-clock budget
+(``--budget-minutes``), on the same training images, with the same number of torch threads
+(``--threads``; stock Ultralytics would set ``cpu_count - 1``) and dataloader workers (``--workers``):
+
+- ``yolo``: YOLOv8n **from scratch** (``yolov8n.yaml``, no pretrained weights);
+- ``deformable_detr``: mmdet's Deformable DETR of the tiny baseline
+  (``configs/deformable_detr_tiny_synthetic.py``: 3 + 3 layers of width 128) on VisionLLM's backbone, data
+  and schedule (``deformable_detr_config``);
+- ``visionllm``: VisionLLM's recipe for the dataset (``--visionllm-model``);
+- ``small``: the small model (pretrained EfficientNet-Lite0, MiniLM, SmolLM2-135M with LoRA) keeping
+  ``--small-layers`` of SmolLM2's 30 layers.
+
+All are then scored by the same function,
 pycocotools through ``visionllm.evaluation.evaluate_coco``, on the same COCO validation file: YOLO's
 predictions (Ultralytics' own validator: conf 0.001, IoU 0.7, at most 100 per image) exported as COCO
-results, VisionLLM's written by ``DumpCocoResults`` for its two decoders of the same checkpoint, the LLM's
-parallel decoding and the visual tokens alone (``--decode tokens``).
+results, DETR's and VisionLLM's written by ``DumpCocoResults``, VisionLLM's for its two decoders of the
+same checkpoint, the LLM's parallel decoding and the visual tokens alone (``--decode tokens``).
 
 Datasets (``--dataset``):
 
@@ -39,13 +48,13 @@ torchvision imports, and points ``torchvision.ops.nms`` at Ultralytics' own pure
 (what it runs when torchvision is not imported), in the YOLO process only.
 
 Ultralytics is an optional peer: ``make peer`` installs ``bench/requirements-peer.txt``. Full runs (each about
-twice the budget plus start-up and evaluation)::
+four times the budget plus start-up and evaluation)::
 
     python bench/yolo_peer.py --dataset synthetic --budget-minutes 10
     python bench/yolo_peer.py --dataset bccd --budget-minutes 20
 
-``--only yolo|visionllm`` runs one of them and keeps the other's row from the results file when that was
-measured with the same settings (its date is in the JSON).
+``--methods M [M ...]`` runs some of them and keeps the others' rows from the results file when those were
+measured with the same settings (each run's date is in the JSON).
 """
 
 from __future__ import annotations
@@ -74,13 +83,15 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 DEFAULT_DATA = {"bccd": SHARED_DATA / "bccd", "coco128": SHARED_DATA / "coco128"}
 COCO128_SPLIT = REPO / "datasets" / "splits" / "coco128_val26.json"
 IMAGE_SIZES = {"synthetic": 128, "bccd": 256, "coco128": 128}
-DEFAULT_VISIONLLM = {"synthetic": "tiny", "bccd": "effnet", "coco128": "effnet"}
-METHODS = ("yolo", "visionllm")
+DEFAULT_VISIONLLM = {"synthetic": "effnet", "bccd": "effnet", "coco128": "effnet"}
+METHODS = ("yolo", "deformable_detr", "visionllm", "small")
 YOLO_MODEL = "yolov8n.yaml"
 #: YOLO's evaluation: Ultralytics' validation settings, COCO's 100 detections per image.
 YOLO_EVAL = dict(conf=0.001, iou=0.7, max_det=100)
-#: The settings a kept row of ``--only`` must share with this run.
+#: The settings a kept row (``--methods``) must share with this run.
 SAME_RUN_KEYS = ("dataset", "budget_minutes", "threads", "workers", "image_size")
+#: mmdet's Deformable DETR baseline whose model the ``deformable_detr`` run puts on the recipe's backbone.
+DETR_CONFIG = REPO / "configs" / "deformable_detr_tiny_synthetic.py"
 
 #: torchvision's operators that ``import torchvision`` registers fake kernels for (see visionllm/compat.py).
 TORCHVISION_SCHEMAS = {
@@ -337,8 +348,43 @@ def visionllm_config(spec: dict[str, Any], model: str, image_size: int):
     return own_data_config(model, splits, task="detect", image_size=image_size)
 
 
+def deformable_detr_config(recipe, num_classes: int):
+    """mmdet's Deformable DETR of the tiny baseline (``DETR_CONFIG``: 3 + 3 layers of width 128, its loss
+    and optimiser recipe) on ``recipe``'s backbone, input normalisation, data and schedule, with one query
+    per detection VisionLLM may output (``max_objects``). A pretrained backbone trains at 0.1x the rate,
+    as in mmdet's recipe."""
+    from mmengine.config import Config
+
+    from visionllm.registry import MODELS
+
+    detr = Config.fromfile(DETR_CONFIG)
+    model = detr.model
+    model.backbone = dict(type="TimmBackbone", **recipe.model.image_tokenizer.backbone)
+    model.data_preprocessor = recipe.model.data_preprocessor
+    model.neck.in_channels = list(MODELS.build(model.backbone).out_channels)
+    model.bbox_head.num_classes = num_classes
+    model.num_queries = model.test_cfg.max_per_img = recipe.model.get("max_objects", model.num_queries)
+    recipe.model = model
+    recipe.optim_wrapper = detr.optim_wrapper
+    if model.backbone.get("checkpoint"):
+        recipe.optim_wrapper.paramwise_cfg.custom_keys["backbone"] = dict(lr_mult=0.1)
+    return recipe
+
+
+def parse_cfg_options(options: list[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` strings -> the dict ``Config.merge_from_dict`` takes, values parsed as mmengine's
+    ``DictAction`` parses ``tools/train.py --cfg-options``."""
+    from mmengine.config import DictAction
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--options", nargs="+", action=DictAction)
+    return parser.parse_args(["--options", *options]).options
+
+
 def run_visionllm(spec: dict[str, Any], args: argparse.Namespace, work_dir: Path) -> dict[str, Any]:
-    """Train VisionLLM for the budget, then write its val predictions (parallel, tokens) as COCO results."""
+    """Train VisionLLM (``visionllm`` / ``small``) or the Deformable DETR baseline (``deformable_detr``) for
+    the budget on the recipe's data and schedule, then write its val predictions as COCO results: for
+    VisionLLM its parallel decoding and its visual tokens alone, for DETR its detections."""
     import visionllm  # noqa: F401  (its platform fixes before mmengine / mmdet)
 
     # isort: split
@@ -349,7 +395,19 @@ def run_visionllm(spec: dict[str, Any], args: argparse.Namespace, work_dir: Path
     torch.set_num_threads(args.threads)
     from detr_vs_visionllm import Stopwatch
 
-    cfg = visionllm_config(spec, args.visionllm_model, args.image_size)
+    method = args.worker
+    model_name = "small" if method == "small" else args.visionllm_model
+    cfg = visionllm_config(spec, model_name, args.image_size)
+    if method == "small":
+        cfg.model.llm.num_layers = args.small_layers
+    if args.cfg_options and method != "deformable_detr":
+        cfg.merge_from_dict(parse_cfg_options(args.cfg_options))
+    if method == "deformable_detr":
+        cfg = deformable_detr_config(cfg, len(spec["classes"]))
+        decoders = ("detr",)
+    else:
+        cfg.model.decode_mode = "parallel"
+        decoders = ("parallel", "tokens")
     cfg.work_dir = str(work_dir)
     use_time_budget(cfg, args.budget_minutes)
     cfg.default_hooks.checkpoint = None
@@ -357,29 +415,36 @@ def run_visionllm(spec: dict[str, Any], args: argparse.Namespace, work_dir: Path
     cfg.visualizer.vis_backends = cfg.vis_backends
     cfg.train_dataloader.num_workers = args.workers
     cfg.train_dataloader.persistent_workers = args.workers > 0
-    cfg.model.decode_mode = "parallel"
-    results = {mode: work_dir / f"results_{mode}.json" for mode in ("parallel", "tokens")}
-    cfg.val_evaluator = dict(type="DumpCocoResults", out_file=str(results["parallel"]), ann_file=spec["val"])
+    results = {decoder: work_dir / f"results_{decoder}.json" for decoder in decoders}
+    cfg.val_evaluator = dict(type="DumpCocoResults", out_file=str(results[decoders[0]]), ann_file=spec["val"])
     runner = Runner.from_cfg(cfg)
     watch = Stopwatch()
     runner.register_hook(watch)
-    runner.train()  # ends with the loop's validation: the parallel decoding's results
+    runner.train()  # ends with the loop's validation: the first decoder's results
     peak = peak_rss_mib()
     runner.save_checkpoint(str(work_dir), "final.pth")  # for bench/slot_ablation.py and tools/test.py
     model = runner.model
-    if getattr(model, "token_loss", None) is not None:  # the same weights' visual tokens alone
+    if "tokens" in results and getattr(model, "token_loss", None) is not None:  # the same weights' tokens
         model.decode_mode = "tokens"
         runner.val_loop.evaluator.metrics[0].out_file = str(results["tokens"])
         runner.val_loop.run()
     else:
-        del results["tokens"]
+        results.pop("tokens", None)
+    if method == "deformable_detr":
+        label = f"Deformable DETR, {model_name}'s backbone"
+    elif method == "small":
+        label = f"VisionLLM small ({args.small_layers} of SmolLM2's 30 layers)"
+    else:
+        label = f"VisionLLM {model_name}"
+    if args.cfg_options and method != "deformable_detr":
+        label += f" ({' '.join(args.cfg_options)})"
     batch_size = cfg.train_dataloader.batch_size
     iterations = len(watch.iter_times)
     train_s = watch.train_end - watch.train_start
     return dict(
-        method="visionllm",
-        label=f"VisionLLM {args.visionllm_model}",
-        model=args.visionllm_model,
+        method=method,
+        label=label,
+        model=model_name,
         config=cfg.filename and os.path.relpath(cfg.filename, REPO),
         batch_size=batch_size,
         iterations=iterations,
@@ -389,13 +454,15 @@ def run_visionllm(spec: dict[str, Any], args: argparse.Namespace, work_dir: Path
         iter_times_s=watch.iter_times,
         peak_rss_mib=peak,
         threads=torch.get_num_threads(),
-        results={mode: str(path) for mode, path in results.items()},
+        results={decoder: str(path) for decoder, path in results.items()},
     )
 
 
 WORKERS: dict[str, Callable[[dict, argparse.Namespace, Path], dict]] = {
     "yolo": run_yolo,
+    "deformable_detr": run_visionllm,
     "visionllm": run_visionllm,
+    "small": run_visionllm,
 }
 
 
@@ -410,6 +477,9 @@ def run_worker(method: str, args: argparse.Namespace, spec_file: Path) -> dict[s
     command += ["--threads", str(args.threads), "--workers", str(args.workers)]
     command += ["--image-size", str(args.image_size), "--yolo-batch", str(args.yolo_batch)]
     command += ["--visionllm-model", args.visionllm_model, "--work-dir", str(args.work_dir)]
+    command += ["--small-layers", str(args.small_layers)]
+    if args.cfg_options:
+        command += ["--cfg-options", *args.cfg_options]
     threads = str(args.threads)
     env = dict(os.environ, OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
     if method == "yolo":
@@ -438,10 +508,11 @@ def score(val_json: str, results: str) -> dict[str, float]:
 
 
 def result_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
-    """One row per scored result file: YOLO, VisionLLM's LLM decoding, its visual tokens alone."""
+    """One row per scored result file: YOLO, DETR, VisionLLM's LLM decoding and its visual tokens alone."""
     runs = report["runs"]
     names = {
         "yolo": "",
+        "detr": "",
         "parallel": ", LLM parallel decoding",
         "tokens": ", visual tokens alone (--decode tokens)",
     }
@@ -501,7 +572,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--yolo-batch", type=int, default=16)
     parser.add_argument("--visionllm-model", choices=["tiny", "effnet", "small"])
     parser.add_argument(
-        "--only", choices=METHODS, help="train one; keep the other's row from --out if comparable"
+        "--methods",
+        nargs="+",
+        choices=METHODS,
+        default=list(METHODS),
+        help="what to train (default: all); the others' rows stay from --out when measured alike",
+    )
+    parser.add_argument(
+        "--small-layers", type=int, default=8, help="SmolLM2 layers the small model keeps (of 30)"
+    )
+    parser.add_argument(
+        "--cfg-options",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="VisionLLM config overrides (visionllm and small runs), as tools/train.py takes them",
     )
     parser.add_argument("--work-dir", type=Path, help="default: work_dirs/yolo_peer_<dataset>")
     parser.add_argument("--out", type=Path, help="default: bench/results/yolo_peer_<dataset>.json")
@@ -532,7 +617,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     spec_file = args.work_dir / "data.json"
     write_json(spec_file, spec)
 
-    if args.only != "visionllm" and importlib.util.find_spec("ultralytics") is None:
+    if "yolo" in args.methods and importlib.util.find_spec("ultralytics") is None:
         parser.error("Ultralytics is not installed: `make peer` installs bench/requirements-peer.txt")
     report: dict[str, Any] = dict(
         dataset=args.dataset,
@@ -548,10 +633,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         cpu_count=os.cpu_count(),
         runs={},
     )
-    previous = json.loads(out.read_text()) if args.only and out.is_file() else {}
+    previous = json.loads(out.read_text()) if out.is_file() else {}
     if all(previous.get(key) == report[key] for key in SAME_RUN_KEYS):
-        report["runs"] = {m: run for m, run in previous.get("runs", {}).items() if m != args.only}
-    for method in [args.only] if args.only else METHODS:
+        report["runs"] = {m: run for m, run in previous.get("runs", {}).items() if m not in args.methods}
+    for method in args.methods:
         run = run_worker(method, args, spec_file)
         run["scores"] = {name: score(spec["val"], path) for name, path in run["results"].items()}
         report["runs"][method] = run

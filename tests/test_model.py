@@ -204,6 +204,43 @@ def test_token_loss_matches_each_object_to_one_token_and_vanishes_when_tokens_ar
     torch.testing.assert_close(layers["d0.loss_token_bbox"], moved["loss_token_bbox"])
 
 
+def test_token_loss_one_to_many_on_auxiliary_layers_and_iou_aware_targets():
+    """``aux_one_to_many``: an earlier layer whose tokens find each object twice is right, the last layer
+    (one-to-one) is not; ``iou_aware_power``: a matched token's class target is its box's IoU ** p."""
+    register_all_modules()
+    gt_boxes = torch.tensor([[8.0, 8.0, 24.0, 40.0], [32.0, 16.0, 64.0, 32.0]])  # xyxy, canvas 64 x 64
+    gt_classes = torch.tensor([1, 0])
+    on_0, on_1 = [16.0, 24.0, 16.0, 32.0], [48.0, 24.0, 32.0, 16.0]  # cx, cy, w, h of each object
+    twice = torch.tensor([on_1, on_1, on_0, on_0]) / 64  # two tokens on each object
+    confident = torch.full((4, 2), -9.0)
+    confident[[0, 1], 0] = confident[[2, 3], 1] = 9.0
+    layers = torch.stack([twice, twice])[:, None]  # (L=2, B=1, M=4, 4)
+    logits = [torch.stack([confident, confident])]
+
+    def losses(**kwargs):
+        loss = MODELS.build(dict(type="TokenDetectionLoss", **kwargs))
+        return loss(layers, logits, [gt_boxes], [gt_classes], canvas=(64, 64))
+
+    one_to_one, one_to_many = losses(), losses(aux_one_to_many=2)
+    assert one_to_one["d0.loss_token_cls"] > 1.0  # the second token on each object is a false positive
+    assert one_to_many["d0.loss_token_cls"] < 1e-3 and one_to_many["d0.loss_token_bbox"] < 1e-6
+    torch.testing.assert_close(one_to_many["loss_token_cls"], one_to_one["loss_token_cls"])  # last: 1:1
+
+    # one token, half as wide as its object (IoU 0.5): the loss is lowest where its score is 0.5 ** p
+    half = torch.tensor([[12.0, 24.0, 8.0, 32.0]]) / 64
+    loss = MODELS.build(dict(type="TokenDetectionLoss", iou_aware_power=0.5))
+
+    def class_loss(probability):
+        logit = torch.full((1, 1), torch.logit(torch.tensor(probability)).item())
+        return loss(half[None, None], [logit[None]], [gt_boxes[:1]], [torch.tensor([0])], (64, 64))[
+            "loss_token_cls"
+        ]
+
+    best = 0.5**0.5
+    assert class_loss(best) < class_loss(best - 0.1) and class_loss(best) < class_loss(best + 0.1)
+    assert class_loss(0.99) > class_loss(best)  # a sure score fits a box this loose less well
+
+
 def test_every_decoder_layer_refines_the_previous_box_and_is_trained():
     """With several tokenizer decoder layers, layer k's boxes are offsets from layer k-1's (Deformable DETR's
     box refinement) and every layer's detections get a loss, so gradients reach every box head."""

@@ -11,6 +11,7 @@ import sys
 import pytest
 import torch
 import yaml
+from mmengine.config import Config
 
 from tests.conftest import REPO
 
@@ -121,21 +122,57 @@ print(json.dumps(dict(patched=patched, keep=keep)))
         assert keep == greedy_nms(boxes, scores, float(threshold))
 
 
+def test_cfg_options_parse_as_tools_train_parses_them():
+    options = load_peer().parse_cfg_options(["model.num_slots=4", "model.token_loss.iou_aware_power=0.5"])
+    assert options == {"model.num_slots": 4, "model.token_loss.iou_aware_power": 0.5}
+
+
+def test_deformable_detr_takes_the_recipes_backbone_data_and_query_count():
+    peer = load_peer()
+    spec = dict(dataset="synthetic")
+    tiny = peer.deformable_detr_config(peer.visionllm_config(spec, "tiny", 128), num_classes=6)
+    baseline = Config.fromfile(peer.DETR_CONFIG)
+    assert tiny.model.to_dict() == baseline.model.to_dict()  # the tiny recipe: the baseline config itself
+    assert tiny.optim_wrapper.to_dict() == baseline.optim_wrapper.to_dict()
+
+    effnet = peer.deformable_detr_config(peer.visionllm_config(spec, "effnet", 128), num_classes=3)
+    model = effnet.model
+    assert model.backbone.model_name == "tf_efficientnet_lite0" and model.backbone.checkpoint
+    assert model.neck.in_channels == [40, 112, 320]  # read from the built backbone
+    assert model.bbox_head.num_classes == 3
+    assert model.data_preprocessor.mean == [127.5] * 3  # the ImageNet weights' normalisation
+    assert effnet.optim_wrapper.paramwise_cfg.custom_keys["backbone"] == dict(lr_mult=0.1)
+    assert effnet.train_dataloader.to_dict() == baseline.train_dataloader.to_dict()
+
+
 @pytest.mark.slow
-def test_the_visionllm_side_trains_for_its_budget_and_writes_both_decoders_box_results(tmp_path):
+@pytest.mark.parametrize("method", ["visionllm", "deformable_detr"])
+def test_each_side_trains_for_its_budget_and_writes_box_results(tmp_path, method):
     from argparse import Namespace
 
     peer = load_peer()
     spec = peer.prepare_dataset("synthetic", None, tmp_path)
-    args = Namespace(threads=2, workers=0, budget_minutes=0.05, visionllm_model="tiny", image_size=128)
-    result = peer.run_visionllm(spec, args, tmp_path / "visionllm")
+    args = Namespace(
+        worker=method,
+        threads=2,
+        workers=0,
+        budget_minutes=0.05,
+        visionllm_model="tiny",
+        image_size=128,
+        small_layers=8,
+        cfg_options=["model.num_slots=4"],  # VisionLLM's config only
+    )
+    result = peer.run_visionllm(spec, args, tmp_path / method)
+    assert ("num_slots=4" in result["label"]) == (method == "visionllm")
     assert result["iterations"] >= 1 and result["images"] == result["iterations"] * result["batch_size"]
-    assert (tmp_path / "visionllm" / "final.pth").is_file()  # for bench/slot_ablation.py
+    assert (tmp_path / method / "final.pth").is_file()  # for bench/slot_ablation.py
     val_images = {image["id"] for image in json.loads(open(spec["val"]).read())["images"]}
-    for mode in ("parallel", "tokens"):
-        detections = json.loads(open(result["results"][mode]).read())
+    decoders = ("parallel", "tokens") if method == "visionllm" else ("detr",)
+    assert set(result["results"]) == set(decoders)
+    for decoder in decoders:
+        detections = json.loads(open(result["results"][decoder]).read())
         assert detections and {d["image_id"] for d in detections} <= val_images
         # asked to detect, as YOLO is scored: boxes, not the segmentation task's polygons
         assert all(len(d["bbox"]) == 4 and "segmentation" not in d for d in detections)
-    scores = peer.score(spec["val"], result["results"]["parallel"])
+    scores = peer.score(spec["val"], result["results"][decoders[0]])
     assert 0.0 <= scores["AP"] <= 1.0

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from mmdet.structures.bbox import bbox_cxcywh_to_xyxy, bbox_xyxy_to_cxcywh
+from mmdet.structures.bbox import bbox_cxcywh_to_xyxy, bbox_overlaps, bbox_xyxy_to_cxcywh
 from mmengine.structures import InstanceData
 from torch import Tensor
 
@@ -20,6 +20,9 @@ def expected_bins(bin_logits: Tensor) -> Tensor:
 
 #: Deformable DETR's class loss, used for the visual tokens and for the parallel slots alike.
 FOCAL_LOSS = dict(type="FocalLoss", use_sigmoid=True, gamma=2.0, alpha=0.25, loss_weight=2.0)
+#: The tokens' class loss for soft (IoU-aware) targets: the quality focal loss of GFL, lowest where the
+#: score equals its target (the focal loss is not, for targets between 0 and 1).
+QUALITY_FOCAL_LOSS = dict(type="QualityFocalLoss", use_sigmoid=True, beta=2.0, loss_weight=2.0)
 
 
 def pad_class_lists(logits: list[Tensor], targets: list[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
@@ -103,6 +106,16 @@ class TokenDetectionLoss:
     auxiliary losses: the last layer's keys are ``loss_token_*``, layer i's before it ``d{i}.loss_token_*``.
     Two-stage proposals, when given, are scored the same way as class-agnostic detections (one class,
     "requested object"), under ``enc.loss_token_*``, as two-stage Deformable DETR's encoder loss.
+
+    Two ways to teach more per image, both off by default:
+
+    - ``aux_one_to_many`` = k > 1: the auxiliary layers (all but the last) match every object k times
+      (the ground truth repeated, as H-DETR's one-to-many matching, here on the same tokens: its
+      hybrid-layer scheme), so more tokens learn to find each object; the last layer stays one-to-one,
+      the detections it gives need no NMS. At most as many matches as tokens.
+    - ``iou_aware_power`` = p: a matched token's class target is IoU(its box, its object) ** p instead
+      of 1, scored by the quality focal loss (IoU-aware classification, as GFL's and Stable-DINO's soft
+      targets), so the score that ranks detections for AP also says how well the box fits.
     """
 
     def __init__(
@@ -111,6 +124,8 @@ class TokenDetectionLoss:
         loss_cls: dict | None = None,
         loss_bbox: dict | None = None,
         loss_iou: dict | None = None,
+        aux_one_to_many: int = 1,
+        iou_aware_power: float | None = None,
     ) -> None:
         self.assigner = TASK_UTILS.build(
             assigner
@@ -123,9 +138,14 @@ class TokenDetectionLoss:
                 ],
             )
         )
-        self.loss_cls = MODELS.build(loss_cls or FOCAL_LOSS)
+        default_cls = FOCAL_LOSS if iou_aware_power is None else QUALITY_FOCAL_LOSS
+        self.loss_cls = MODELS.build(loss_cls or default_cls)
         self.loss_bbox = MODELS.build(loss_bbox or dict(type="L1Loss", loss_weight=5.0))
         self.loss_iou = MODELS.build(loss_iou or dict(type="GIoULoss", loss_weight=2.0))
+        if aux_one_to_many < 1:
+            raise ValueError(f"aux_one_to_many must be at least 1, got {aux_one_to_many}")
+        self.aux_one_to_many = aux_one_to_many
+        self.iou_aware_power = iou_aware_power
 
     def __call__(
         self,
@@ -161,6 +181,7 @@ class TokenDetectionLoss:
                 gt_boxes,
                 gt_classes,
                 canvas,
+                repeats=1 if layer == num_layers - 1 else self.aux_one_to_many,
             )
             losses.update({prefix + name: value for name, value in layer_losses.items()})
         if proposal_boxes is not None:
@@ -181,23 +202,31 @@ class TokenDetectionLoss:
         gt_boxes: list[Tensor],
         gt_classes: list[Tensor],
         canvas: tuple[int, int],
+        repeats: int = 1,
     ) -> dict[str, Tensor]:
-        """The set loss of one layer's detections: boxes (B,M,4), per image (M, n_i) class logits."""
+        """The set loss of one layer's detections: boxes (B,M,4), per image (M, n_i) class logits; each
+        object matched to ``repeats`` tokens (fewer when the tokens run out)."""
         height, width = canvas
         scale = boxes.new_tensor([width, height, width, height])
         targets, matched_boxes, matched_gts = [], [], []
         for pred_boxes, cls, gt_box, gt_cls in zip(boxes, class_logits, gt_boxes, gt_classes):
             gt_box, gt_cls = gt_box.to(boxes), gt_cls.to(boxes.device)
+            num_gts = len(gt_box)
+            copies = max(1, min(repeats, len(pred_boxes) // max(num_gts, 1)))
             pred_xyxy = bbox_cxcywh_to_xyxy(pred_boxes) * scale
             assigned = self.assigner.assign(
                 InstanceData(scores=cls.detach(), bboxes=pred_xyxy.detach()),
-                InstanceData(bboxes=gt_box, labels=gt_cls),
+                InstanceData(bboxes=gt_box.repeat(copies, 1), labels=gt_cls.repeat(copies)),
                 img_meta=dict(img_shape=(height, width)),
-            ).gt_inds  # (M,) 0 = unmatched, else 1 + gt index
+            ).gt_inds  # (M,) 0 = unmatched, else 1 + index into the repeated objects
             tokens = (assigned > 0).nonzero().squeeze(1)
-            gts = assigned[tokens] - 1
+            gts = (assigned[tokens] - 1) % max(num_gts, 1)
             target = torch.zeros_like(cls)
-            target[tokens, gt_cls[gts]] = 1.0
+            if self.iou_aware_power is None:
+                target[tokens, gt_cls[gts]] = 1.0
+            else:
+                fit = bbox_overlaps(pred_xyxy[tokens].detach(), gt_box[gts], is_aligned=True)
+                target[tokens, gt_cls[gts]] = fit.clamp(min=0.0) ** self.iou_aware_power
             targets.append(target)
             matched_boxes.append(pred_boxes[tokens])
             matched_gts.append(gt_box[gts] / scale)
@@ -205,8 +234,12 @@ class TokenDetectionLoss:
         num_matched = max(sum(len(b) for b in matched_boxes), 1)
         pred = torch.cat(matched_boxes)  # (P,4) cxcywh, normalised
         gt = torch.cat(matched_gts)  # (P,4) xyxy, normalised
+        if self.iou_aware_power is None:
+            loss_cls = self.loss_cls(logits, targets, valid, avg_factor=num_matched)
+        else:  # the quality focal loss sums each row over its classes: padding gets a logit costing 0
+            loss_cls = self.loss_cls(logits.masked_fill(valid == 0, -1e4), targets, avg_factor=num_matched)
         return dict(
-            loss_token_cls=self.loss_cls(logits, targets, valid, avg_factor=num_matched),
+            loss_token_cls=loss_cls,
             loss_token_bbox=self.loss_bbox(pred, bbox_xyxy_to_cxcywh(gt), avg_factor=num_matched),
             loss_token_iou=self.loss_iou(bbox_cxcywh_to_xyxy(pred), gt, avg_factor=num_matched),
         )
