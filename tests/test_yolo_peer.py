@@ -127,6 +127,12 @@ def test_cfg_options_parse_as_tools_train_parses_them():
     assert options == {"model.num_slots": 4, "model.token_loss.iou_aware_power": 0.5}
 
 
+def test_the_synthetic_recipe_trains_what_the_peer_scores():
+    cfg = load_peer().visionllm_config(dict(dataset="synthetic"), "effnet", 128)
+    assert list(cfg.model.tasks) == ["detect"] and cfg.model.eval_task == "detect"
+    assert tuple(cfg.model.train_modes) == ("parallel",)
+
+
 def test_deformable_detr_takes_the_recipes_backbone_data_and_query_count():
     peer = load_peer()
     spec = dict(dataset="synthetic")
