@@ -360,8 +360,9 @@ def deformable_detr_config(recipe, num_classes: int):
     as in mmdet's recipe."""
     from mmengine.config import Config
 
-    from visionllm.registry import MODELS
+    from visionllm.registry import MODELS, register_all_modules
 
+    register_all_modules()  # the backbone is built here, outside a Runner: VisionLLM's scope
     detr = Config.fromfile(DETR_CONFIG)
     model = detr.model
     model.backbone = dict(type="TimmBackbone", **recipe.model.image_tokenizer.backbone)
