@@ -367,7 +367,8 @@ def deformable_detr_config(recipe, num_classes: int):
     model = detr.model
     model.backbone = dict(type="TimmBackbone", **recipe.model.image_tokenizer.backbone)
     model.data_preprocessor = recipe.model.data_preprocessor
-    model.neck.in_channels = list(MODELS.build(model.backbone).out_channels)
+    # the widths come from the architecture: built without loading its weights
+    model.neck.in_channels = list(MODELS.build(dict(model.backbone, checkpoint=None)).out_channels)
     model.bbox_head.num_classes = num_classes
     model.num_queries = model.test_cfg.max_per_img = recipe.model.get("max_objects", model.num_queries)
     recipe.model = model
@@ -387,7 +388,7 @@ def parse_cfg_options(options: list[str]) -> dict[str, Any]:
     return parser.parse_args(["--options", *options]).options
 
 
-def run_visionllm(spec: dict[str, Any], args: argparse.Namespace, work_dir: Path) -> dict[str, Any]:
+def run_with_runner(spec: dict[str, Any], args: argparse.Namespace, work_dir: Path) -> dict[str, Any]:
     """Train VisionLLM (``visionllm`` / ``small``) or the Deformable DETR baseline (``deformable_detr``) for
     the budget on the recipe's data and schedule, then write its val predictions as COCO results: for
     VisionLLM its parallel decoding and its visual tokens alone, for DETR its detections."""
@@ -402,13 +403,14 @@ def run_visionllm(spec: dict[str, Any], args: argparse.Namespace, work_dir: Path
     from detr_vs_visionllm import Stopwatch
 
     method = args.worker
+    is_detr = method == "deformable_detr"
     model_name = "small" if method == "small" else args.visionllm_model
     cfg = visionllm_config(spec, model_name, args.image_size)
     if method == "small":
         cfg.model.llm.num_layers = args.small_layers
-    if args.cfg_options and method != "deformable_detr":
+    if args.cfg_options and not is_detr:
         cfg.merge_from_dict(parse_cfg_options(args.cfg_options))
-    if method == "deformable_detr":
+    if is_detr:
         cfg = deformable_detr_config(cfg, len(spec["classes"]))
         decoders = ("detr",)
     else:
@@ -436,13 +438,13 @@ def run_visionllm(spec: dict[str, Any], args: argparse.Namespace, work_dir: Path
         runner.val_loop.run()
     else:
         results.pop("tokens", None)
-    if method == "deformable_detr":
+    if is_detr:
         label = f"Deformable DETR, {model_name}'s backbone"
     elif method == "small":
         label = f"VisionLLM small ({args.small_layers} of SmolLM2's 30 layers)"
     else:
         label = f"VisionLLM {model_name}"
-    if args.cfg_options and method != "deformable_detr":
+    if args.cfg_options and not is_detr:
         label += f" ({' '.join(args.cfg_options)})"
     batch_size = cfg.train_dataloader.batch_size
     iterations = len(watch.iter_times)
@@ -466,9 +468,9 @@ def run_visionllm(spec: dict[str, Any], args: argparse.Namespace, work_dir: Path
 
 WORKERS: dict[str, Callable[[dict, argparse.Namespace, Path], dict]] = {
     "yolo": run_yolo,
-    "deformable_detr": run_visionllm,
-    "visionllm": run_visionllm,
-    "small": run_visionllm,
+    "deformable_detr": run_with_runner,
+    "visionllm": run_with_runner,
+    "small": run_with_runner,
 }
 
 

@@ -168,7 +168,7 @@ def test_each_side_trains_for_its_budget_and_writes_box_results(tmp_path, method
         small_layers=8,
         cfg_options=["model.num_slots=4"],  # VisionLLM's config only
     )
-    result = peer.run_visionllm(spec, args, tmp_path / method)
+    result = peer.run_with_runner(spec, args, tmp_path / method)
     assert ("num_slots=4" in result["label"]) == (method == "visionllm")
     assert result["iterations"] >= 1 and result["images"] == result["iterations"] * result["batch_size"]
     assert (tmp_path / method / "final.pth").is_file()  # for bench/slot_ablation.py
