@@ -3,11 +3,13 @@ new task's targets and metric, a tiny model trained with every task in one batch
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
 import pytest
 import torch
+from mmdet.structures.bbox import bbox_xyxy_to_cxcywh
 from mmengine.config import Config
 from PIL import Image
 from transformers import AutoTokenizer
@@ -16,6 +18,7 @@ from tests.conftest import REPO
 from tests.test_model import CANVAS, make_sample, tiny_config
 from visionllm.apis import Predictor, draw_predictions
 from visionllm.cli import main
+from visionllm.engine.hooks import dataset_attribute_values
 from visionllm.evaluation.task_metric import TaskExamplesMetric
 from visionllm.models.decoding import embed_batch
 from visionllm.models.prompt_encoder import roi_align, sample_points
@@ -305,15 +308,113 @@ def test_region_and_point_class_features_learn_the_class_on_every_image():
         names = model.image_tokenizer.name_features([model._class_names()], images.device)[0]
         boxes = [sample.gt_instances.bboxes] * 2
         clicks = [(sample.gt_instances.bboxes[:, :2] + sample.gt_instances.bboxes[:, 2:]) / 2] * 2
+        encoder = model.prompt_encoder
         features = torch.cat(
-            model.prompt_encoder.region_class_features(tokens.feature_maps, boxes, tokens.canvas)
-            + model.prompt_encoder.point_class_features(tokens.feature_maps, clicks, tokens.canvas)
+            [
+                encoder.region_class(encoder.region_features(tokens.feature_maps, boxes, tokens.canvas)),
+                encoder.point_class(encoder.point_features(tokens.feature_maps, clicks, tokens.canvas)),
+            ]
         )
         assert (features @ names.T).argmax(-1).tolist() == sample.gt_instances.labels.tolist() * 4
     assert float(losses["loss_prompt_class"]) < first / 4
 
     model.prompt_class_loss_weight = 0.0
     assert "loss_prompt_class" not in model.loss(images, [sample, make_sample()])
+
+
+ATTRIBUTE_VALUES = dict(color=["blue", "green", "red"], size=["large", "small"])
+
+
+def attribute_model(weight: float = 1.0):
+    cfg = tiny_config()
+    cfg.tasks, cfg.eval_task = dict(detect=dict(), region_classify=dict()), "detect"
+    cfg.attribute_loss_weight, cfg.attribute_values = weight, ATTRIBUTE_VALUES
+    torch.manual_seed(0)
+    return MODELS.build(cfg)
+
+
+def test_attribute_loss_teaches_region_and_point_features_their_objects_attributes():
+    """``loss_prompt_attribute``: after a few steps on one batch, the attribute head of every annotated
+    box and click names its object's colour and size among the attributes' words."""
+    model = attribute_model()
+    model.train()
+    samples = [make_sample(), make_sample()]
+    images = torch.randn(2, 3, CANVAS, CANVAS, generator=torch.Generator().manual_seed(0))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=5e-3)
+    first = None
+    for _ in range(30):
+        losses = model.loss(images, samples)
+        first = first if first is not None else float(losses["loss_prompt_attribute"])
+        optimizer.zero_grad()
+        losses["loss_prompt_attribute"].backward()
+        optimizer.step()
+    assert float(losses["loss_prompt_attribute"]) < first / 4
+    with torch.no_grad():
+        tokens = model.image_tokenizer(images, ["Find every circle."] * 2)
+        encoder, maps, canvas = model.prompt_encoder, tokens.feature_maps, tokens.canvas
+        boxes = [sample.gt_instances.bboxes for sample in samples]
+        clicks = [(box[:, :2] + box[:, 2:]) / 2 for box in boxes]
+        features = torch.cat(
+            [
+                encoder.region_attribute(encoder.region_features(maps, boxes, canvas)),
+                encoder.point_attribute(encoder.point_features(maps, clicks, canvas)),
+            ]
+        )
+        for key, values in ATTRIBUTE_VALUES.items():
+            words = model.image_tokenizer.name_features([values], images.device)[0]
+            named = [values[i] for i in (features @ words.T).argmax(-1).tolist()]
+            expected = [attrs[key] for attrs in samples[0].metainfo["instance_attributes"]]
+            assert named == expected * 4, key
+
+
+def test_token_attribute_loss_trains_exactly_the_tokens_that_overlap_an_object():
+    """``loss_token_attribute`` reaches a visual token only when its box overlaps an annotated object by
+    IoU >= 0.5: here token 3 of image 0 sits on object 0 and token 5 of image 1 nearly on object 1."""
+    model = attribute_model()
+    samples = [make_sample(), make_sample()]
+    with torch.no_grad():
+        tokens = model.image_tokenizer(torch.randn(2, 3, CANVAS, CANVAS), ["Find every circle."] * 2)
+    boxes = tokens.layer_boxes.clone()
+    boxes[-1] = torch.tensor([0.01, 0.01, 0.01, 0.01])  # a pixel in the corner: overlaps nothing
+    gt = samples[0].gt_instances.bboxes / CANVAS
+    boxes[-1, 0, 3] = bbox_xyxy_to_cxcywh(gt[0])
+    boxes[-1, 1, 5] = bbox_xyxy_to_cxcywh(gt[1] + torch.tensor([0.02, 0.0, 0.02, 0.0]))  # IoU ~0.9
+    features = tokens.layer_features.detach().clone().requires_grad_()
+    tokens = dataclasses.replace(tokens, layer_boxes=boxes, layer_features=features)
+    loss = model._token_attribute_loss(tokens, [model._annotations(sample) for sample in samples])
+    loss.backward()
+    assert (features.grad[-1].abs().sum(-1) > 0).nonzero().tolist() == [[0, 3], [1, 5]]
+    assert float(loss) > 0
+
+
+def test_attribute_heads_exist_only_when_their_loss_is_on():
+    model = attribute_model(weight=0.0)
+    assert model.prompt_encoder.region_attribute is None and model.token_attribute is None
+    model.train()
+    losses = model.loss(torch.randn(2, 3, CANVAS, CANVAS), [make_sample(), make_sample()])
+    assert not {"loss_prompt_attribute", "loss_token_attribute"} & set(losses)
+
+
+def test_attribute_values_come_from_the_training_set():
+    """``ClassNamesHook`` gives the model each attribute's words as the training annotations spell them
+    (numbers as text); a dataset without attributes gives none."""
+
+    class Annotated:
+        instances = [
+            [{"attributes": {"color": "red", "size": 3}}, {"attributes": {"color": "blue"}}],
+            [{}, {"attributes": {"color": "red", "size": 10}}],
+            [],
+        ]
+
+        def __len__(self):
+            return len(self.instances)
+
+        def get_data_info(self, index):
+            return {"instances": self.instances[index]}
+
+    assert dataset_attribute_values(Annotated()) == {"color": ["blue", "red"], "size": ["10", "3"]}
+    Annotated.instances = [[{"bbox": [0, 0, 1, 1]}]]
+    assert dataset_attribute_values(Annotated()) == {}
 
 
 def test_extra_questions_train_answers_in_words_on_images_of_other_tasks():

@@ -23,11 +23,24 @@ def unwrap_model(model: nn.Module) -> nn.Module:
     return model.module if is_model_wrapper(model) else model
 
 
+def dataset_attribute_values(dataset) -> dict[str, list[str]]:
+    """Attribute -> the sorted words of its values over every annotated instance of ``dataset`` (COCO
+    annotations' ``attributes`` dicts, e.g. ``{"color": "red", "size": "large"}``); empty without them."""
+    values: dict[str, set[str]] = {}
+    for index in range(len(dataset)):
+        for instance in dataset.get_data_info(index).get("instances", []):
+            for key, value in instance.get("attributes", {}).items():
+                values.setdefault(key, set()).add(str(value))
+    return {key: sorted(words) for key, words in sorted(values.items())}
+
+
 @HOOKS.register_module()
 class ClassNamesHook(Hook):
-    """Gives the model its dataset's class names, which evaluation requests list and labels index.
+    """Gives the model its dataset's class names, which evaluation requests list and labels index, and,
+    when it trains attribute heads (``VisionLLM.attribute_loss_weight``), the words of each annotated
+    attribute's values in the training set (``dataset_attribute_values``).
 
-    Taken from the training set, else the validation or test set; the names are saved in the
+    Class names are taken from the training set, else the validation or test set; they are saved in the
     checkpoint's ``meta.dataset_meta``. A run that only evaluates takes the loaded checkpoint's names and
     refuses a test / validation set whose classes differ (their labels would mean other classes), naming
     both lists; a training run from ``load_from`` (fine-tuning) keeps its dataset's classes.
@@ -37,12 +50,15 @@ class ClassNamesHook(Hook):
 
     def before_run(self, runner) -> None:
         model = unwrap_model(runner.model)
-        if getattr(model, "class_names", None):
-            return
-        for split in ("train", "val", "test"):
-            if configured_dataloader(runner, split) is not None:  # configured (built on first access)
-                model.class_names = list(getattr(runner, f"{split}_dataloader").dataset.metainfo["classes"])
-                return
+        if not getattr(model, "class_names", None):
+            for split in ("train", "val", "test"):
+                if configured_dataloader(runner, split) is not None:  # configured (built on first access)
+                    dataset = getattr(runner, f"{split}_dataloader").dataset
+                    model.class_names = list(dataset.metainfo["classes"])
+                    break
+        wants_attributes = getattr(model, "attribute_loss_weight", 0) > 0 and model.attribute_values is None
+        if wants_attributes and configured_dataloader(runner, "train") is not None:
+            model.attribute_values = dataset_attribute_values(runner.train_dataloader.dataset)
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         trained_on = checkpoint_classes(checkpoint)

@@ -7,16 +7,20 @@
     <point> (x, y)
       bilinear sample on every level -> concat -> hidden -> linear + its sine encoding -> (D_llm,)
 
-The hidden features also give a region's or point's class feature (``region_class_features`` /
-``point_class_features``), in the space where the tokenizer compares visual tokens with class names. It is
+The hidden features also give a region's or point's class feature (the ``region_class`` /
+``point_class`` heads), in the space where the tokenizer compares visual tokens with class names. It is
 trained on every image, whatever its task, to score its object's class name highest (``VisionLLM``'s
 ``loss_prompt_class``, on annotated boxes and clicks): a dense signal that a question about one region
 per image would give a tenth of the time, on the very features the LLM reads.
 
 The maps are the deformable encoder's output, so a region's features already carry the context of the
-whole image and the instruction. "Find every object like <region>" scores visual tokens against the
-region's class feature as other requests score them against class names (visual prompts, as in T-Rex2 /
-DINO-X).
+whole image and the instruction. With ``attribute_heads``, the hidden features also give a region's or
+point's attribute feature, trained to name its object's colour, size and other annotated attributes among
+their words (``VisionLLM``'s ``loss_prompt_attribute``), as Bottom-Up attention's attribute head makes
+region features carry what captions and answers say of them.
+
+"Find every object like <region>" scores visual tokens against the region's class feature as other
+requests score them against class names (visual prompts, as in T-Rex2 / DINO-X).
 
 RoIAlign is mmcv's compiled op when a full mmcv is installed and :func:`roi_align` (PyTorch
 ``grid_sample``, the same sampling) otherwise; ``tests/test_prompt_encoder.py`` checks both against a
@@ -101,9 +105,17 @@ class PromptEncoder(nn.Module):
         llm_dims: the LLM's width.
         num_levels: how many maps (one RoI / point sample per level, concatenated).
         roi_size: S, the RoIAlign output side.
+        attribute_heads: also build the region and point attribute heads (``*_attribute``).
     """
 
-    def __init__(self, embed_dims: int, llm_dims: int, num_levels: int, roi_size: int = 4) -> None:
+    def __init__(
+        self,
+        embed_dims: int,
+        llm_dims: int,
+        num_levels: int,
+        roi_size: int = 4,
+        attribute_heads: bool = False,
+    ) -> None:
         super().__init__()
         self.roi_size = roi_size
         self.embed_dims = embed_dims
@@ -118,6 +130,9 @@ class PromptEncoder(nn.Module):
         # from the hidden features into the space where the tokenizer compares tokens with class names
         self.region_class = nn.Linear(llm_dims, embed_dims)
         self.point_class = nn.Linear(llm_dims, embed_dims)
+        # ... and into the same space, scored against attribute words ("red", "large")
+        self.region_attribute = nn.Linear(llm_dims, embed_dims) if attribute_heads else None
+        self.point_attribute = nn.Linear(llm_dims, embed_dims) if attribute_heads else None
 
     def _pool(self, maps: list[Tensor], boxes: list[Tensor], canvas: tuple[int, int]) -> Tensor:
         """(K, levels * d * S * S) RoI features of every box of every image."""
@@ -144,7 +159,7 @@ class PromptEncoder(nn.Module):
         counts = [len(b) for b in boxes]
         if not sum(counts):
             return [maps[0].new_zeros(0, self.region_out.out_features) for _ in boxes]
-        hidden = self.region_hidden(self._pool(maps, boxes, canvas))
+        hidden = self.region_features(maps, boxes, canvas)
         position = coordinate_to_encoding(
             self._normalised(torch.cat(boxes).to(hidden.dtype), canvas)[None], num_feats=self.embed_dims // 2
         )[0]  # mmdet's encoding reads (B,N,4)
@@ -155,23 +170,24 @@ class PromptEncoder(nn.Module):
         counts = [len(p) for p in points]
         if not sum(counts):
             return [maps[0].new_zeros(0, self.point_out.out_features) for _ in points]
-        hidden = self.point_hidden(self._sample(maps, points, canvas))
+        hidden = self.point_features(maps, points, canvas)
         height, width = canvas
         xy = torch.cat(points).to(hidden.dtype) / hidden.new_tensor([width, height])
         position = coordinate_to_encoding(xy[None], num_feats=self.embed_dims // 2)[0]
         return list((self.point_out(hidden) + self.point_position(position)).split(counts))
 
+    def region_features(self, maps: list[Tensor], boxes: list[Tensor], canvas: tuple[int, int]) -> Tensor:
+        """(sum R_i, D_llm) hidden features of every image's boxes: what a region's LLM input, its class
+        feature (``region_class``) and its attribute feature (``region_attribute``) are read from."""
+        return self.region_hidden(self._pool(maps, boxes, canvas))
+
+    def point_features(self, maps: list[Tensor], points: list[Tensor], canvas: tuple[int, int]) -> Tensor:
+        """(sum P_i, D_llm) hidden features of every image's points, as for regions."""
+        return self.point_hidden(self._sample(maps, points, canvas))
+
     def region_class_features(
         self, maps: list[Tensor], boxes: list[Tensor], canvas: tuple[int, int]
     ) -> list[Tensor]:
-        """Per image, (R_i, d) class features of its boxes, read from the hidden features its LLM input
-        is made of."""
+        """Per image, (R_i, d) class features of its boxes."""
         counts = [len(b) for b in boxes]
-        return list(self.region_class(self.region_hidden(self._pool(maps, boxes, canvas))).split(counts))
-
-    def point_class_features(
-        self, maps: list[Tensor], points: list[Tensor], canvas: tuple[int, int]
-    ) -> list[Tensor]:
-        """Per image, (P_i, d) class features of its points, as for regions."""
-        counts = [len(p) for p in points]
-        return list(self.point_class(self.point_hidden(self._sample(maps, points, canvas))).split(counts))
+        return list(self.region_class(self.region_features(maps, boxes, canvas)).split(counts))

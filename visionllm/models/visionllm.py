@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from mmdet.structures import DetDataSample
-from mmdet.structures.bbox import bbox_cxcywh_to_xyxy
+from mmdet.structures.bbox import bbox_cxcywh_to_xyxy, bbox_overlaps
 from mmengine.model import BaseModel
 from mmengine.structures import InstanceData
 from torch import Tensor, nn
@@ -58,6 +58,8 @@ from visionllm.vocab import POINT, REGION
 _PLACEHOLDER = re.compile(f"{re.escape(REGION)}|{re.escape(POINT)}")
 
 TRAIN_MODES = ("parallel", "autoregressive")
+#: A visual token learns the attributes of the object its box overlaps this much (``loss_token_attribute``).
+ATTRIBUTE_IOU = 0.5
 DECODE_MODES = (*TRAIN_MODES, "tokens")  # tokens: the image tokenizer's detections, no LLM
 
 
@@ -104,6 +106,15 @@ class VisionLLM(PretrainedMixin, BaseModel):
             features of ``prompt_class_samples`` annotated objects' (jittered) boxes and clicks score
             their class among the dataset's (cross-entropy), when the model takes region or point
             inputs; 0 turns it off.
+        attribute_loss_weight: weight of the attribute losses, which teach what the LLM reads to carry
+            the annotated attributes its answers name (colour, size, ...), as Bottom-Up attention's
+            attribute head: ``loss_prompt_attribute`` on the same boxes and clicks as
+            ``loss_prompt_class`` (when the model takes region or point inputs) and
+            ``loss_token_attribute`` on every visual token whose box overlaps an annotated object by
+            IoU >= ``ATTRIBUTE_IOU`` (when ``token_loss`` is on). Each scores an object's value of each
+            attribute among ``attribute_values``' words (cross-entropy); 0 turns them off.
+        attribute_values: attribute -> the words of its values, e.g. ``dict(color=["red", "blue"],
+            size=["small", "large"])``; set from the training set by ``ClassNamesHook`` when None.
         extra_questions: questions answered in words trained per image besides its sampled task, drawn
             from the text tasks by their weights; they read that image's visual tokens and maps (made
             for its sampled instruction), so an image teaches several answers for one tokenizer pass.
@@ -132,6 +143,8 @@ class VisionLLM(PretrainedMixin, BaseModel):
         roi_size: int = 4,
         prompt_class_loss_weight: float = 1.0,
         prompt_class_samples: int = 4,
+        attribute_loss_weight: float = 0.0,
+        attribute_values: Mapping[str, Sequence[str]] | None = None,
         extra_questions: int = 0,
         bin_prior_slope: float = 0.22,
         learn_bin_prior: bool = True,
@@ -180,6 +193,7 @@ class VisionLLM(PretrainedMixin, BaseModel):
                 self.llm.hidden_size,
                 self.image_tokenizer.num_levels,
                 roi_size,
+                attribute_heads=attribute_loss_weight > 0,
             )
         self.train_modes = tuple(train_modes)
         self.decode_mode = decode_mode
@@ -198,6 +212,16 @@ class VisionLLM(PretrainedMixin, BaseModel):
         self.text_loss_weight = text_loss_weight
         self.prompt_class_loss_weight = prompt_class_loss_weight
         self.prompt_class_samples = prompt_class_samples
+        self.attribute_loss_weight = attribute_loss_weight
+        self.attribute_values = (
+            None if attribute_values is None else {k: list(v) for k, v in attribute_values.items()}
+        )
+        # visual tokens' states -> the space where attribute words are compared
+        self.token_attribute = (
+            nn.Linear(self.image_tokenizer.embed_dims, self.image_tokenizer.embed_dims)
+            if attribute_loss_weight > 0 and token_loss is not None
+            else None
+        )
         self.extra_questions = extra_questions
         self.class_names = list(class_names) if class_names is not None else None
         self.grammar = Grammar(self.llm.vocab.num_tokens)
@@ -377,8 +401,10 @@ class VisionLLM(PretrainedMixin, BaseModel):
             )
         if rows:
             losses["loss_text"] = self._text_loss(tokens.embeds[rows], word_queries, answers)
-        if self.prompt_encoder is not None and self.prompt_class_loss_weight > 0:
-            losses["loss_prompt_class"] = self._prompt_class_loss(tokens, image_annotations, rng)
+        if self.prompt_encoder is not None:
+            losses.update(self._prompt_losses(tokens, image_annotations, rng))
+        if self.token_attribute is not None:
+            losses["loss_token_attribute"] = self._token_attribute_loss(tokens, image_annotations)
         return losses
 
     def _extra_questions(
@@ -403,30 +429,87 @@ class VisionLLM(PretrainedMixin, BaseModel):
             self._fill_prompt_inputs(tokens.select(rows), queries)
         return rows, queries, answers
 
-    def _prompt_class_loss(
+    def _prompt_losses(
         self, tokens: VisualTokens, annotations: list[ImageAnnotations], rng: np.random.Generator
-    ) -> Tensor:
-        """Cross-entropy of the class that region and point class features score highest among the
-        dataset's class names, on up to ``prompt_class_samples`` objects per image: each object's box
-        jittered as region questions' boxes are, and a click on its visible part (``PromptEncoder``)."""
+    ) -> dict[str, Tensor]:
+        """On up to ``prompt_class_samples`` objects per image, each object's box jittered as region
+        questions' boxes are and a click on its visible part (``PromptEncoder``): ``loss_prompt_class``,
+        the cross-entropy of their class among the dataset's class names, and ``loss_prompt_attribute``
+        (``_attribute_loss``) of their features' attribute heads."""
+        use_class, use_attributes = self.prompt_class_loss_weight > 0, self.attribute_loss_weight > 0
+        if not (use_class or use_attributes):
+            return {}
         device = tokens.embeds.device
-        boxes, points, labels = [], [], []
+        boxes, points, labels, attributes = [], [], [], []
         for image in annotations:
             chosen = rng.permutation(len(image))[: self.prompt_class_samples]
-            boxes.append([jitter_box(image.boxes[i], rng, image.canvas_size) for i in chosen])
-            points.append([visible_point(image, i, rng) for i in chosen])
+            jittered = [jitter_box(image.boxes[i], rng, image.canvas_size) for i in chosen]
+            boxes.append(_rows(jittered, 4, device))
+            points.append(_rows([visible_point(image, i, rng) for i in chosen], 2, device))
             labels.extend(int(image.labels[i]) for i in chosen)
+            attributes.extend(image.attributes[i] for i in chosen)
         if not labels:
-            return tokens.embeds.sum() * 0.0
-        maps, canvas = tokens.feature_maps, tokens.canvas
-        features = torch.cat(
-            self.prompt_encoder.region_class_features(maps, [_rows(b, 4, device) for b in boxes], canvas)
-            + self.prompt_encoder.point_class_features(maps, [_rows(p, 2, device) for p in points], canvas)
-        )
-        names = self.image_tokenizer.name_features([self._class_names()], device)[0]
-        logits = features @ names.T / features.shape[-1] ** 0.5
-        target = torch.as_tensor(labels * 2, device=device)
-        return self.prompt_class_loss_weight * F.cross_entropy(logits, target)
+            zero = tokens.embeds.sum() * 0.0
+            return {"loss_prompt_class": zero} if use_class else {}
+        maps, canvas, encoder = tokens.feature_maps, tokens.canvas, self.prompt_encoder
+        region_hidden = encoder.region_features(maps, boxes, canvas)
+        point_hidden = encoder.point_features(maps, points, canvas)
+        losses = {}
+        if use_class:
+            features = torch.cat([encoder.region_class(region_hidden), encoder.point_class(point_hidden)])
+            names = self.image_tokenizer.name_features([self._class_names()], device)[0]
+            logits = features @ names.T / features.shape[-1] ** 0.5
+            target = torch.as_tensor(labels * 2, device=device)
+            losses["loss_prompt_class"] = self.prompt_class_loss_weight * F.cross_entropy(logits, target)
+        if use_attributes:
+            features = torch.cat(
+                [encoder.region_attribute(region_hidden), encoder.point_attribute(point_hidden)]
+            )
+            losses["loss_prompt_attribute"] = self._attribute_loss(features, attributes * 2)
+        return losses
+
+    def _token_attribute_loss(self, tokens: VisualTokens, annotations: list[ImageAnnotations]) -> Tensor:
+        """``_attribute_loss`` of the visual tokens' attribute features, each token that overlaps an
+        annotated object by IoU >= ``ATTRIBUTE_IOU`` (its best) naming that object's attributes: the
+        tokens the LLM reads then carry what a colour question or a caption asks of them."""
+        token_boxes = self._token_boxes(tokens)  # (B,M,4) xyxy pixels, no gradient
+        rows, columns, attributes = [], [], []
+        for row, image in enumerate(annotations):
+            if not len(image):
+                continue
+            gt_boxes = torch.as_tensor(image.boxes, dtype=torch.float32, device=token_boxes.device)
+            overlaps = bbox_overlaps(token_boxes[row], gt_boxes)  # (M, G)
+            best, index = overlaps.max(-1)
+            positive = (best >= ATTRIBUTE_IOU).nonzero().squeeze(1)
+            rows.extend([row] * len(positive))
+            columns.extend(positive.tolist())
+            attributes.extend(image.attributes[i] for i in index[positive].tolist())
+        features = self.token_attribute(tokens.features[rows, columns])
+        return self._attribute_loss(features, attributes)
+
+    def _attribute_loss(self, features: Tensor, attributes: Sequence[Mapping]) -> Tensor:
+        """``attribute_loss_weight`` x the mean over attributes of the cross-entropy of each object's
+        value among the attribute's words (``attribute_values``, their text features as class names'),
+        from (K, d) features of K objects with these ``attributes``; objects without the attribute, or
+        with a value not among its words, are skipped."""
+        if self.attribute_values is None:
+            raise RuntimeError(
+                "VisionLLM.attribute_values is unset: add ClassNamesHook (it reads them from the training "
+                "set) or set model.attribute_values"
+            )
+        losses = []
+        for key, values in self.attribute_values.items():
+            index = {value: i for i, value in enumerate(values)}
+            rows = [i for i, attrs in enumerate(attributes) if str(attrs.get(key)) in index]
+            if not rows:
+                continue
+            words = self.image_tokenizer.name_features([values], features.device)[0]
+            logits = features[rows] @ words.T.to(features.dtype) / features.shape[-1] ** 0.5
+            target = torch.as_tensor([index[str(attributes[i][key])] for i in rows], device=features.device)
+            losses.append(F.cross_entropy(logits.float(), target))
+        if not losses:  # nothing annotated here: keep every attribute head in the graph
+            return features.sum() * 0.0
+        return self.attribute_loss_weight * torch.stack(losses).mean()
 
     @staticmethod
     def _split_by_answer(queries: Sequence[LLMQuery]) -> tuple[list[int], list[int]]:
