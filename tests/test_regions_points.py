@@ -134,6 +134,19 @@ def test_text_answers_follow_the_annotations(vocab):
     )
 
 
+def test_comparison_accuracy_is_also_reported_per_kind(vocab):
+    """A model right about positions only: 1.0 on "further left", 0.0 on sizes and colours."""
+    compare, rng = build_task("region_compare", vocab), np.random.default_rng(0)
+    meta = {"ori_shape": (100, 100), "scale_factor": (1.0, 1.0)}
+    opposite = {"yes": "no", "no": "yes", "first": "second", "second": "first"}
+    examples = []
+    for request, reference in compare.eval_examples(CLASSES, scene(), rng):
+        answer = reference if compare._kind_of(request) == "left" else opposite[reference]
+        examples.append((Prediction.from_text(answer, 1.0, request, meta, "parallel"), reference))
+    scores = compare.summarize(examples)
+    assert scores == {"accuracy": 1 / 3, "accuracy_larger": 0.0, "accuracy_left": 1.0, "accuracy_color": 0.0}
+
+
 def test_object_tasks_with_inputs_round_trip_their_targets(vocab):
     annotations, rng = scene(), np.random.default_rng(1)
     like = build_task("detect_like", vocab)

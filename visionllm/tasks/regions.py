@@ -244,6 +244,16 @@ class RegionComparisonTask(RegionTask):
             start += len(group)
         return examples
 
+    def summarize(self, examples: Sequence[tuple[Any, Any]]) -> dict[str, float]:
+        """Accuracy over every comparison, and over each kind alone (``accuracy_larger``, ``_left``,
+        ``_color``): the kinds read different things (the boxes' sizes, their positions, the colours)."""
+        scores = super().summarize(examples)
+        for kind in COMPARISONS:
+            of_kind = [(p, ref) for p, ref in examples if self._kind_of(p.request) == kind]
+            if of_kind:
+                scores[f"accuracy_{kind}"] = super().summarize(of_kind)["accuracy"]
+        return scores
+
     def answer(self, request: Request, annotations: ImageAnnotations, dataset_classes: Sequence[str]) -> str:
         a, b = request.target_indices
         box_a, box_b = annotations.boxes[a], annotations.boxes[b]
