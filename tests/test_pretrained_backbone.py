@@ -111,3 +111,29 @@ def test_effnet_experiment_config_builds_and_trains_one_step() -> None:
         sample.set_metainfo(dict(img_shape=(128, 128), pad_shape=(128, 128), batch_input_shape=(128, 128)))
     losses = model.loss(torch.randn(2, 3, 128, 128), samples)
     assert losses and all(torch.isfinite(v) for v in losses.values())
+
+
+def test_frozen_levels_stop_gradients_and_statistics_through_that_level() -> None:
+    """``frozen_levels=2`` on EfficientNet-Lite0: the stem and blocks 0-1 (feature levels 0 and 1) get
+    no gradient and keep their batch-norm statistics in training; block 2 on trains."""
+    backbone = TimmBackbone("tf_efficientnet_lite0", out_indices=(2, 3, 4), frozen_levels=2).train()
+    frozen = ("conv_stem.", "bn1.", "blocks.0.", "blocks.1.")
+    stats = {k: v.clone() for k, v in backbone.model.state_dict().items() if "running_mean" in k}
+    sum(f.sum() for f in backbone(torch.randn(2, 3, 64, 64))).backward()
+    for name, param in backbone.model.named_parameters():
+        assert (param.grad is None) == name.startswith(frozen), name
+    for name, value in backbone.model.state_dict().items():
+        if "running_mean" in name:
+            assert torch.equal(value, stats[name]) == name.startswith(frozen), name
+    assert not backbone.model.bn1.training and backbone.model.blocks[2][0].bn1.training
+
+
+def test_frozen_levels_follow_feature_info_names_of_any_timm_model() -> None:
+    resnet = TimmBackbone("resnet18", out_indices=(2, 3, 4), frozen_levels=2)  # conv1 .. layer1
+    trainable = {name.split(".")[0] for name, p in resnet.model.named_parameters() if p.requires_grad}
+    assert trainable == {"layer2", "layer3", "layer4"}
+    convnext = TimmBackbone("convnext_atto", out_indices=(1, 2, 3), frozen_levels=1)  # stem + stages_0
+    trainable = {name.split(".")[0] for name, p in convnext.model.named_parameters() if p.requires_grad}
+    assert trainable == {"stages_1", "stages_2", "stages_3"}
+    with pytest.raises(ValueError, match="frozen_levels must be in"):
+        TimmBackbone("resnet18", out_indices=(2, 3, 4), frozen_levels=6)

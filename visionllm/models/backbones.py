@@ -28,6 +28,12 @@ class TimmBackbone(nn.Module):
     ``checkpoint`` is a local state dict (``.safetensors`` or torch file) for the model's features, or
     the name of packaged weights (a key of ``PACKAGED_CHECKPOINTS``, for its own ``model_name``);
     weights are never downloaded. NHWC outputs (Swin, ConvNeXt-V2 variants) are permuted to NCHW.
+
+    ``frozen_levels`` = k > 0 freezes the stem and every layer through the one that makes feature level
+    k - 1 (timm's ``feature_info``, counting every level, not only ``out_indices``): no gradient, and
+    their normalisation layers keep their statistics (eval mode), as mmdet's ``frozen_stages``. A
+    pretrained backbone's early layers are generic edges and colours; not training them saves their
+    backward pass, the most costly per parameter on small inputs.
     """
 
     def __init__(
@@ -35,6 +41,7 @@ class TimmBackbone(nn.Module):
         model_name: str,
         out_indices: tuple[int, ...] = (1, 2, 3),
         checkpoint: str | None = None,
+        frozen_levels: int = 0,
         **kwargs,
     ) -> None:
         super().__init__()
@@ -48,12 +55,52 @@ class TimmBackbone(nn.Module):
             self.model.load_state_dict({k: state[k] for k in self.model.state_dict()}, strict=True)
         elif checkpoint is not None:
             self.model.load_state_dict(load_state_dict(checkpoint, "backbone.checkpoint"), strict=True)
+        levels = len(self.model.feature_info)
+        if not 0 <= frozen_levels <= levels:
+            raise ValueError(f"frozen_levels must be in [0, {levels}] for {model_name}, got {frozen_levels}")
+        self.frozen = (
+            layers_through(self.model, self.model.feature_info.module_name(frozen_levels - 1))
+            if frozen_levels
+            else []
+        )
+        for layer in self.frozen:
+            layer.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> TimmBackbone:
+        """As ``nn.Module.train``, the frozen layers always in eval mode."""
+        super().train(mode)
+        for layer in self.frozen:
+            layer.eval()
+        return self
 
     def forward(self, images: Tensor) -> list[Tensor]:
         feats = self.model(images)
         if self.channels_last_output:
             feats = [f.permute(0, 3, 1, 2).contiguous() for f in feats]
         return feats
+
+
+def layers_through(model: nn.Module, name: str) -> list[nn.Module]:
+    """The layers of ``model`` in order up to and including the one timm's ``feature_info`` calls
+    ``name`` ("blocks.1"; "stages.1" is the flattened child "stages_1" of a ``FeatureListNet``)."""
+    layers: list[nn.Module] = []
+    module, path = model, name.split(".")
+    while path:
+        children = dict(module.named_children())
+        flat = "_".join(path)
+        if flat in children:
+            for child_name, child in module.named_children():
+                layers.append(child)
+                if child_name == flat:
+                    return layers
+        if path[0] not in children:
+            raise KeyError(f"no layer '{name}' in {type(model).__name__}")
+        for child_name, child in module.named_children():
+            if child_name == path[0]:
+                break
+            layers.append(child)
+        module, path = children[path[0]], path[1:]
+    return layers
 
 
 def load_state_dict(path: str | Path, what: str = "checkpoint") -> dict[str, Tensor]:
