@@ -35,6 +35,4 @@ model = dict(
     # region / point features and visual tokens learn their objects' colour and size (docs/benchmarks.md
     # run 6); the words come from the training set's attributes
     attribute_loss_weight=1.0,
-    # answers in words see which tokens show what the question names (counting reads them)
-    token_relevance=True,
 )

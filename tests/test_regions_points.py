@@ -222,16 +222,12 @@ def test_every_task_scores_its_examples_with_its_own_metric(vocab):
         assert worst[headline] == 0.0, (name, worst)
 
 
-ATTRIBUTE_VALUES = dict(color=["blue", "green", "red"], size=["large", "small"])
-
-
 @pytest.fixture(scope="module")
 def generalist():
     cfg = tiny_config()
     cfg.tasks = {name: dict() for name in ("detect", "segment", "ground", *NEW_TASKS)}
     cfg.tasks["segment"] = cfg.tasks["point_segment"] = dict(num_points=8)
     cfg.eval_tasks = NEW_TASKS
-    cfg.attribute_loss_weight, cfg.attribute_values, cfg.token_relevance = 1.0, ATTRIBUTE_VALUES, True
     torch.manual_seed(0)
     return MODELS.build(cfg)
 
@@ -287,9 +283,6 @@ def test_a_batch_with_every_task_trains_every_part(generalist):
                 "prompt_encoder.region_class",
                 "prompt_encoder.point_class",
                 "prompt_encoder.region_out",
-                "prompt_encoder.region_attribute",
-                "prompt_encoder.point_attribute",
-                "relevance_embed",
             ):
                 grads = [p.grad for n, p in model.named_parameters() if n.startswith(part)]
                 assert grads and all(g is not None and g.abs().sum() > 0 for g in grads), part
@@ -340,6 +333,9 @@ def test_region_and_point_class_features_learn_the_class_on_every_image():
 
     model.prompt_class_loss_weight = 0.0
     assert "loss_prompt_class" not in model.loss(images, [sample, make_sample()])
+
+
+ATTRIBUTE_VALUES = dict(color=["blue", "green", "red"], size=["large", "small"])
 
 
 def attribute_model(weight: float = 1.0):
@@ -432,41 +428,6 @@ def test_attribute_values_come_from_the_training_set():
     assert dataset_attribute_values(Annotated()) == {"color": ["blue", "red"], "size": ["10", "3"]}
     Annotated.instances = [[{"bbox": [0, 0, 1, 1]}]]
     assert dataset_attribute_values(Annotated()) == {}
-
-
-def test_token_relevance_marks_the_tokens_that_show_what_the_question_names():
-    """With ``token_relevance``, an answer in words reads each visual token plus ``relevance_embed`` times
-    the token's probability of showing the class the question names: "how many circles" and "how many
-    stars" mark different tokens of the same image; a question naming no class marks any object."""
-    cfg = tiny_config()
-    cfg.tasks, cfg.eval_task, cfg.token_relevance = dict(detect=dict(), count=dict()), "detect", True
-    torch.manual_seed(0)
-    model = MODELS.build(cfg).eval()  # no dropout: the scores are compared with the tokenizer's own
-    with torch.no_grad():
-        tokens = model.image_tokenizer(torch.randn(1, 3, CANVAS, CANVAS), ["How many circles are there?"])
-        count = model.tasks["count"]
-        queries = [model._query(count, count.build_request([name])) for name in ("circle", "star")]
-        embed = model.relevance_embed
-        embed.fill_(1.0)  # large beside the tokens' inputs: the difference below reads it back exactly
-        inputs = model._word_inputs(tokens, [0, 0], queries)
-        relevance = (inputs - tokens.embeds[[0, 0]]) @ embed / embed.square().sum()  # (2, M)
-        names = model.image_tokenizer.name_features(
-            [["circle"], ["star"], model._class_names()], tokens.embeds.device
-        )
-        expected = [
-            model.image_tokenizer.class_logits(tokens.features, [f])[0].sigmoid().max(-1).values
-            for f in names
-        ]
-        torch.testing.assert_close(relevance, torch.stack(expected[:2]), rtol=1e-4, atol=1e-5)
-        assert not torch.allclose(relevance[0], relevance[1])
-        caption = model._query(count, Request("count", [], "Describe the image."))
-        any_object = (
-            (model._word_inputs(tokens, [0], [caption]) - tokens.embeds) @ embed / embed.square().sum()
-        )
-        torch.testing.assert_close(any_object[0], expected[2], rtol=1e-4, atol=1e-5)
-    cfg.token_loss = None
-    with pytest.raises(ValueError, match="token_relevance needs token_loss"):
-        MODELS.build(cfg)
 
 
 def test_extra_questions_train_answers_in_words_on_images_of_other_tasks():

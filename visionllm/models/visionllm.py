@@ -113,9 +113,6 @@ class VisionLLM(PretrainedMixin, BaseModel):
             ``loss_token_attribute`` on every visual token whose box overlaps an annotated object by
             IoU >= ``ATTRIBUTE_IOU`` (when ``token_loss`` is on). Each scores an object's value of each
             attribute among ``attribute_values``' words (cross-entropy); 0 turns them off.
-        token_relevance: answers in words read, on every visual token, how strongly its detection shows
-            what the question names (``_word_inputs``): counting "How many stars?" is then counting the
-            tokens marked as stars. Needs ``token_loss``.
         attribute_values: attribute -> the words of its values, e.g. ``dict(color=["red", "blue"],
             size=["small", "large"])``; set from the training set by ``ClassNamesHook`` when None.
         extra_questions: questions answered in words trained per image besides its sampled task, drawn
@@ -148,7 +145,6 @@ class VisionLLM(PretrainedMixin, BaseModel):
         prompt_class_samples: int = 4,
         attribute_loss_weight: float = 0.0,
         attribute_values: Mapping[str, Sequence[str]] | None = None,
-        token_relevance: bool = False,
         extra_questions: int = 0,
         bin_prior_slope: float = 0.22,
         learn_bin_prior: bool = True,
@@ -212,12 +208,6 @@ class VisionLLM(PretrainedMixin, BaseModel):
             )
         if self.token_loss is None and self.image_tokenizer.two_stage:
             raise ValueError("image_tokenizer.two_stage needs token_loss: it trains the proposals it selects")
-        if token_relevance and self.token_loss is None:
-            raise ValueError("token_relevance needs token_loss: it reads the tokens' trained detections")
-        # added to a visual token's LLM input in proportion to its relevance (answers in words)
-        self.relevance_embed = (
-            nn.Parameter(torch.randn(self.llm.hidden_size) * 0.02) if token_relevance else None
-        )
         self.sequence_loss_weight = sequence_loss_weight
         self.text_loss_weight = text_loss_weight
         self.prompt_class_loss_weight = prompt_class_loss_weight
@@ -410,9 +400,7 @@ class VisionLLM(PretrainedMixin, BaseModel):
                 answers + extra_answers,
             )
         if rows:
-            losses["loss_text"] = self._text_loss(
-                self._word_inputs(tokens, rows, word_queries), word_queries, answers
-            )
+            losses["loss_text"] = self._text_loss(tokens.embeds[rows], word_queries, answers)
         if self.prompt_encoder is not None:
             losses.update(self._prompt_losses(tokens, image_annotations, rng))
         if self.token_attribute is not None:
@@ -691,21 +679,6 @@ class VisionLLM(PretrainedMixin, BaseModel):
             self.sequence_loss_weight,
         )
 
-    def _word_inputs(self, tokens: VisualTokens, rows: list[int], queries: list[LLMQuery]) -> Tensor:
-        """(len(rows), M, D) the visual tokens that answers in words read, image ``rows[i]``'s for
-        ``queries[i]``. With ``token_relevance``, each token's input gains ``relevance_embed`` times its
-        relevance: the highest probability among its class scores against the classes or phrase the
-        question names ("how many stars", "what colour is the large circle"), else against the dataset's
-        classes (any object). Detached: the tokens' detection loss trains those scores."""
-        visual = tokens.embeds[rows]
-        if self.relevance_embed is None:
-            return visual
-        names = [q.request.classes or self._class_names() for q in queries]
-        features = self.image_tokenizer.name_features(names, visual.device)
-        logits = self.image_tokenizer.class_logits(tokens.features[rows], features)  # per image (M, n)
-        relevance = torch.stack([image.detach().sigmoid().max(-1).values for image in logits])  # (R,M)
-        return visual + relevance.unsqueeze(-1).to(visual.dtype) * self.relevance_embed.to(visual.dtype)
-
     def _text_loss(self, visual: Tensor, queries: list[LLMQuery], answers: list[str]) -> Tensor:
         """LM loss on answers in words: each answer's tokens and the end token, teacher-forced."""
         end = self.vocab.text_end_id
@@ -814,7 +787,7 @@ class VisionLLM(PretrainedMixin, BaseModel):
             word_queries = [queries[i] for i in words]
             answers = decode_text(
                 self.llm,
-                self._word_inputs(tokens, words, word_queries),
+                tokens.embeds[words],
                 word_queries,
                 max(q.task.max_answer_tokens for q in word_queries),
             )
