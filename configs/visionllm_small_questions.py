@@ -17,7 +17,6 @@ model = dict(
     tasks=dict(_delete_=True, detect=dict(weight=1.0), **question_tasks),
     eval_task="detect",
     eval_tasks=tuple(question_tasks),
-    attribute_loss_weight=1.0,  # as the generalist: regions and tokens learn colour and size
 )
 train_dataloader = dict(batch_size=4)
 val_dataloader = dict(batch_size=4)

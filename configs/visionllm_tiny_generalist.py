@@ -32,7 +32,4 @@ model = dict(
     eval_tasks=tuple(question_tasks),
     # two more questions in words per image, read from its own tokens (bench: extra_questions_10min.json)
     extra_questions=2,
-    # region / point features and visual tokens learn their objects' colour and size (docs/benchmarks.md
-    # run 6); the words come from the training set's attributes
-    attribute_loss_weight=1.0,
 )
