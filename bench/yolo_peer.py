@@ -575,7 +575,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     parser.add_argument("--budget-minutes", type=float, default=10.0, help="training wall clock per method")
     parser.add_argument("--threads", type=int, default=2, help="torch threads of each training process")
-    parser.add_argument("--workers", type=int, default=1, help="training dataloader workers of each")
+    parser.add_argument("--workers", type=int, default=0, help="training dataloader workers of each")
     parser.add_argument("--image-size", type=int, help="square input side (default: 128, bccd 256)")
     parser.add_argument("--yolo-batch", type=int, default=16)
     parser.add_argument("--visionllm-model", choices=["tiny", "effnet", "small"])

@@ -34,7 +34,9 @@ annotated_test_pipeline = [
     dict(type="PackDetInputs", meta_keys=(*__test_meta_keys, "instance_attributes")),
 ]
 
-__loader = dict(batch_size=8, num_workers=1, persistent_workers=True)
+# images are loaded in the training process: on 2 cores a loader worker beside the two torch threads stalls
+# them (0.52 -> 0.34 s per step; docs/benchmarks.md "Where a training step goes"); raise it on more cores
+__loader = dict(batch_size=8, num_workers=0, persistent_workers=False)
 __dataset = dict(type="VisionLLMCocoDataset", data_root=data_root, data_prefix=dict(img="images/"))
 train_dataloader = dict(
     **__loader,
