@@ -21,10 +21,9 @@ train_pipeline = [step for step in _base_.train_pipeline if step.type not in ("R
 test_pipeline = [
     step for step in train_pipeline if step.type not in ("LoadAnnotations", "LoadInstanceAttributes")
 ]
-__loader = dict(num_workers=0, persistent_workers=False)
 __dataset = dict(data_root=data_root, ann_file="annotations/instances_train.json")
-train_dataloader = dict(**__loader, dataset=dict(**__dataset, pipeline=train_pipeline))
-val_dataloader = dict(**__loader, dataset=dict(**__dataset, pipeline=test_pipeline))
+train_dataloader = dict(dataset=dict(**__dataset, pipeline=train_pipeline))
+val_dataloader = dict(dataset=dict(**__dataset, pipeline=test_pipeline))
 test_dataloader = val_dataloader
 val_evaluator = dict(ann_file=data_root + "annotations/instances_train.json")
 test_evaluator = val_evaluator

@@ -19,9 +19,7 @@ from visionllm.engine.launch import MODEL_CONFIGS, load_config, own_data_config
 
 #: A few iterations and small batches: the commands are under test here, not the learning.
 QUICK = ["train_cfg.max_iters=2", "train_cfg.val_interval=2", "default_hooks.checkpoint.interval=2"]
-QUICK += ["train_dataloader.batch_size=2", "val_dataloader.batch_size=2", "train_dataloader.num_workers=0"]
-QUICK += ["val_dataloader.num_workers=0", "val_dataloader.persistent_workers=False"]
-QUICK += ["train_dataloader.persistent_workers=False"]
+QUICK += ["train_dataloader.batch_size=2", "val_dataloader.batch_size=2"]
 
 
 def cells_image(rng: np.random.Generator, path: Path, boxes: list[tuple[int, int, int, int]]) -> None:
