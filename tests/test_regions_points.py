@@ -394,7 +394,8 @@ def test_token_attribute_loss_trains_exactly_the_tokens_that_overlap_an_object()
     boxes[-1, 1, 5] = bbox_xyxy_to_cxcywh(gt[1] + torch.tensor([0.02, 0.0, 0.02, 0.0]))  # IoU ~0.9
     features = tokens.layer_features.detach().clone().requires_grad_()
     tokens = dataclasses.replace(tokens, layer_boxes=boxes, layer_features=features)
-    loss = model._token_attribute_loss(tokens, [model._annotations(sample) for sample in samples])
+    annotations = [model._annotations(sample) for sample in samples]
+    loss = model._token_attribute_loss(tokens, annotations, model._attribute_words(features.device))
     loss.backward()
     assert (features.grad[-1].abs().sum(-1) > 0).nonzero().tolist() == [[0, 3], [1, 5]]
     assert float(loss) > 0

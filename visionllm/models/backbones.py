@@ -85,22 +85,16 @@ def layers_through(model: nn.Module, name: str) -> list[nn.Module]:
     ``name`` ("blocks.1"; "stages.1" is the flattened child "stages_1" of a ``FeatureListNet``)."""
     layers: list[nn.Module] = []
     module, path = model, name.split(".")
-    while path:
+    while True:
         children = dict(module.named_children())
         flat = "_".join(path)
-        if flat in children:
-            for child_name, child in module.named_children():
-                layers.append(child)
-                if child_name == flat:
-                    return layers
-        if path[0] not in children:
+        target = flat if flat in children else path[0]  # the layer itself, else the one holding it
+        if target not in children:
             raise KeyError(f"no layer '{name}' in {type(model).__name__}")
-        for child_name, child in module.named_children():
-            if child_name == path[0]:
-                break
-            layers.append(child)
-        module, path = children[path[0]], path[1:]
-    return layers
+        layers.extend(children[n] for n in list(children)[: list(children).index(target)])
+        if target == flat:
+            return [*layers, children[target]]
+        module, path = children[target], path[1:]
 
 
 def load_state_dict(path: str | Path, what: str = "checkpoint") -> dict[str, Tensor]:

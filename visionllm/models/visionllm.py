@@ -401,10 +401,11 @@ class VisionLLM(PretrainedMixin, BaseModel):
             )
         if rows:
             losses["loss_text"] = self._text_loss(tokens.embeds[rows], word_queries, answers)
+        words = self._attribute_words(tokens.embeds.device) if self.attribute_loss_weight > 0 else None
         if self.prompt_encoder is not None:
-            losses.update(self._prompt_losses(tokens, image_annotations, rng))
+            losses.update(self._prompt_losses(tokens, image_annotations, rng, words))
         if self.token_attribute is not None:
-            losses["loss_token_attribute"] = self._token_attribute_loss(tokens, image_annotations)
+            losses["loss_token_attribute"] = self._token_attribute_loss(tokens, image_annotations, words)
         return losses
 
     def _extra_questions(
@@ -430,13 +431,17 @@ class VisionLLM(PretrainedMixin, BaseModel):
         return rows, queries, answers
 
     def _prompt_losses(
-        self, tokens: VisualTokens, annotations: list[ImageAnnotations], rng: np.random.Generator
+        self,
+        tokens: VisualTokens,
+        annotations: list[ImageAnnotations],
+        rng: np.random.Generator,
+        words: dict[str, Tensor] | None,
     ) -> dict[str, Tensor]:
         """On up to ``prompt_class_samples`` objects per image, each object's box jittered as region
         questions' boxes are and a click on its visible part (``PromptEncoder``): ``loss_prompt_class``,
-        the cross-entropy of their class among the dataset's class names, and ``loss_prompt_attribute``
-        (``_attribute_loss``) of their features' attribute heads."""
-        use_class, use_attributes = self.prompt_class_loss_weight > 0, self.attribute_loss_weight > 0
+        the cross-entropy of their class among the dataset's class names, and, given attribute ``words``,
+        ``loss_prompt_attribute`` (``_attribute_loss``) of their features' attribute heads."""
+        use_class, use_attributes = self.prompt_class_loss_weight > 0, words is not None
         if not (use_class or use_attributes):
             return {}
         device = tokens.embeds.device
@@ -450,7 +455,11 @@ class VisionLLM(PretrainedMixin, BaseModel):
             attributes.extend(image.attributes[i] for i in chosen)
         if not labels:
             zero = tokens.embeds.sum() * 0.0
-            return {"loss_prompt_class": zero} if use_class else {}
+            return {
+                key: zero
+                for key, used in (("loss_prompt_class", use_class), ("loss_prompt_attribute", use_attributes))
+                if used
+            }
         maps, canvas, encoder = tokens.feature_maps, tokens.canvas, self.prompt_encoder
         region_hidden = encoder.region_features(maps, boxes, canvas)
         point_hidden = encoder.point_features(maps, points, canvas)
@@ -465,10 +474,12 @@ class VisionLLM(PretrainedMixin, BaseModel):
             features = torch.cat(
                 [encoder.region_attribute(region_hidden), encoder.point_attribute(point_hidden)]
             )
-            losses["loss_prompt_attribute"] = self._attribute_loss(features, attributes * 2)
+            losses["loss_prompt_attribute"] = self._attribute_loss(features, attributes * 2, words)
         return losses
 
-    def _token_attribute_loss(self, tokens: VisualTokens, annotations: list[ImageAnnotations]) -> Tensor:
+    def _token_attribute_loss(
+        self, tokens: VisualTokens, annotations: list[ImageAnnotations], words: dict[str, Tensor]
+    ) -> Tensor:
         """``_attribute_loss`` of the visual tokens' attribute features, each token that overlaps an
         annotated object by IoU >= ``ATTRIBUTE_IOU`` (its best) naming that object's attributes: the
         tokens the LLM reads then carry what a colour question or a caption asks of them."""
@@ -485,26 +496,34 @@ class VisionLLM(PretrainedMixin, BaseModel):
             columns.extend(positive.tolist())
             attributes.extend(image.attributes[i] for i in index[positive].tolist())
         features = self.token_attribute(tokens.features[rows, columns])
-        return self._attribute_loss(features, attributes)
+        return self._attribute_loss(features, attributes, words)
 
-    def _attribute_loss(self, features: Tensor, attributes: Sequence[Mapping]) -> Tensor:
-        """``attribute_loss_weight`` x the mean over attributes of the cross-entropy of each object's
-        value among the attribute's words (``attribute_values``, their text features as class names'),
-        from (K, d) features of K objects with these ``attributes``; objects without the attribute, or
-        with a value not among its words, are skipped."""
+    def _attribute_words(self, device: torch.device) -> dict[str, Tensor]:
+        """Attribute -> (n, d) text features of its value words (``attribute_values``), encoded as class
+        names are, once per step for every attribute loss."""
         if self.attribute_values is None:
             raise RuntimeError(
                 "VisionLLM.attribute_values is unset: add ClassNamesHook (it reads them from the training "
                 "set) or set model.attribute_values"
             )
+        keys = list(self.attribute_values)
+        features = self.image_tokenizer.name_features([self.attribute_values[k] for k in keys], device)
+        return dict(zip(keys, features))
+
+    def _attribute_loss(
+        self, features: Tensor, attributes: Sequence[Mapping], words: dict[str, Tensor]
+    ) -> Tensor:
+        """``attribute_loss_weight`` x the mean over attributes of the cross-entropy of each object's
+        value among the attribute's ``words`` (``_attribute_words``), from (K, d) features of K objects
+        with these ``attributes``; objects without the attribute, or with a value not among its words,
+        are skipped."""
         losses = []
         for key, values in self.attribute_values.items():
             index = {value: i for i, value in enumerate(values)}
             rows = [i for i, attrs in enumerate(attributes) if str(attrs.get(key)) in index]
             if not rows:
                 continue
-            words = self.image_tokenizer.name_features([values], features.device)[0]
-            logits = features[rows] @ words.T.to(features.dtype) / features.shape[-1] ** 0.5
+            logits = features[rows] @ words[key].T.to(features.dtype) / features.shape[-1] ** 0.5
             target = torch.as_tensor([index[str(attributes[i][key])] for i in rows], device=features.device)
             losses.append(F.cross_entropy(logits.float(), target))
         if not losses:  # nothing annotated here: keep every attribute head in the graph
