@@ -336,3 +336,22 @@ def test_slot_ablation_takes_each_part_of_a_slot_answer_from_the_llm_or_the_seed
         pytest.raises(ValueError, match="no slot seeds"),
     ):
         decoding.parallel_slot_logits(None, None, None, None, None)
+
+
+def test_region_input_parts_weighs_the_content_term_against_how_far_the_rest_moves_between_boxes():
+    from tests.test_model import CANVAS, tiny_config
+    from visionllm.registry import MODELS
+
+    cfg = tiny_config()
+    cfg.tasks = dict(detect=dict(), region_classify=dict())
+    cfg.eval_task = "detect"
+    torch.manual_seed(0)
+    model = MODELS.build(cfg).eval()
+    parts = load_bench("region_input_parts").input_parts
+    image = torch.randn(1, 3, CANVAS, CANVAS)
+    spread_out = parts(model, [image], [torch.tensor([[2.0, 2, 20, 20], [30, 30, 60, 60], [5, 40, 25, 60]])])
+    assert spread_out["boxes"] == 3
+    assert spread_out["position_spread"] > 0
+    assert spread_out["ratio"] == pytest.approx(spread_out["content_norm"] / spread_out["position_spread"])
+    same_place = parts(model, [image, image], [torch.tensor([[2.0, 2, 20, 20]])] * 2)
+    assert same_place["position_spread"] == pytest.approx(0.0, abs=1e-5)  # one box twice: nothing moves

@@ -21,7 +21,7 @@ from visionllm.cli import main
 from visionllm.engine.hooks import dataset_attribute_values
 from visionllm.evaluation.task_metric import TaskExamplesMetric
 from visionllm.models.decoding import embed_batch
-from visionllm.models.prompt_encoder import roi_align, sample_points
+from visionllm.models.prompt_encoder import PromptEncoder, relative_geometry, roi_align, sample_points
 from visionllm.pretrained import minilm_dir
 from visionllm.registry import MODELS
 from visionllm.structures import Prediction
@@ -246,6 +246,54 @@ def test_region_inputs_are_written_over_their_placeholders(generalist):
     assert len(positions) == 2
     torch.testing.assert_close(embeds[0, positions], query.prompt_inputs)
     assert not torch.allclose(query.prompt_inputs[0], query.prompt_inputs[1])  # each box its own features
+
+
+def test_relative_geometry_gives_each_box_where_the_others_are():
+    lone, pair = (
+        torch.tensor([[0.5, 0.5, 0.2, 0.2]]),
+        torch.tensor([[0.2, 0.3, 0.1, 0.2], [0.7, 0.1, 0.4, 0.1]]),
+    )
+    triple = torch.tensor([[0.1, 0.1, 0.1, 0.1], [0.5, 0.5, 0.1, 0.1], [0.9, 0.3, 0.1, 0.1]])
+    out = relative_geometry([lone, pair, triple])
+    torch.testing.assert_close(out[0], torch.zeros(4))  # alone: nothing to relate to
+    ratio_w, ratio_h = float(np.log(4.0)), float(np.log(0.5))
+    # the other box is right of and above the first, 4x as wide and half as high
+    torch.testing.assert_close(out[1], torch.tensor([0.5, -0.2, ratio_w, ratio_h]))
+    torch.testing.assert_close(out[2], torch.tensor([-0.5, 0.2, -ratio_w, -ratio_h]))
+    torch.testing.assert_close(out[3:, :2], torch.tensor([[0.6, 0.3], [0.0, -0.3], [-0.6, 0.0]]))  # means
+
+
+@pytest.mark.parametrize("relations", [True, False])
+def test_a_region_input_knows_where_the_request_s_other_regions_are(relations):
+    """With relations, a box's input changes when only the other box of its request moves, and a lone
+    box's input is the same as without the other; without them, neither changes."""
+    torch.manual_seed(0)
+    encoder = PromptEncoder(embed_dims=16, llm_dims=32, num_levels=2, region_relations=relations)
+    maps, canvas = [torch.randn(1, 16, 8, 8), torch.randn(1, 16, 4, 4)], (64, 64)
+    here, other, moved = [4.0, 4, 20, 20], [30.0, 2, 40, 12], [2.0, 40, 12, 50]
+
+    def first_input(*boxes) -> torch.Tensor:
+        return encoder.regions(maps, [torch.tensor(boxes)], canvas)[0][0]
+
+    with_other, with_moved, alone = first_input(here, other), first_input(here, moved), first_input(here)
+    assert (not torch.allclose(with_other, with_moved, atol=1e-5)) == relations
+    assert (not torch.allclose(with_other, alone, atol=1e-5)) == relations
+
+
+def test_where_a_region_is_stays_readable_however_large_its_content():
+    """Over maps that are the same everywhere (two boxes of one size pool the same content), moving a box
+    changes its input by a share of the input's norm that does not shrink when the maps grow 100x: the
+    content is normalised, so a content term that grows in training cannot drown the position."""
+    torch.manual_seed(0)
+    encoder = PromptEncoder(embed_dims=16, llm_dims=32, num_levels=2)
+    channels = torch.linspace(0.5, 1.5, 16).view(1, 16, 1, 1)
+    here, there = torch.tensor([[4.0, 4, 20, 20]]), torch.tensor([[40.0, 30, 56, 46]])
+    shares = []
+    for scale in (1.0, 100.0):
+        maps = [scale * channels.expand(1, 16, 8, 8), scale * channels.expand(1, 16, 4, 4)]
+        a, b = (encoder.regions(maps, [box], (64, 64))[0][0] for box in (here, there))
+        shares.append(float((a - b).norm() / a.norm()))
+    assert shares[0] > 0.05 and shares[1] > 0.5 * shares[0], shares
 
 
 def test_a_batch_with_every_task_trains_every_part(generalist):

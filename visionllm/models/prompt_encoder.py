@@ -2,10 +2,21 @@
 
     <region> box (x1,y1,x2,y2 model-input pixels)
       RoIAlign (S x S) on every level of the image tokenizer's maps -> concat -> hidden   (what is there)
-      hidden -> linear + a projection of the box's sine encoding (cx, cy, w, h)          (where it is)
+      hidden -> linear -> LayerNorm                                                      (its content)
+      + MLP of the sine encodings of the box (cx, cy, w, h) and of where the request's
+        other boxes are relative to it                                                   (where, how related)
       -> (D_llm,) written over the placeholder's input embedding, as GPT4RoI does
     <point> (x, y)
-      bilinear sample on every level -> concat -> hidden -> linear + its sine encoding -> (D_llm,)
+      bilinear sample on every level -> concat -> hidden -> linear -> LayerNorm + MLP of its sine encoding
+
+The content is layer-normalised, so it cannot outgrow the geometry terms in training (unnormalised, it
+ended a 20-minute run at ~30x the spread of the position term over boxes; ``bench/region_input_parts.py``).
+The relative term is Relation Networks' (Hu et al. 2018) pairwise geometry, signed: the other boxes' mean
+(dx, dy) of centres as fractions of the canvas and log ratios of widths and heights, so a comparison ("is
+<region> larger than <region>?") can be read from one input instead of learnt as a subtraction of two
+inputs far apart in the sequence. A box alone in its request gets the same (zero-geometry) term as every
+other lone box. Measured (docs/benchmarks.md, run 7): size comparisons are answered from the boxes (0.85
+in two 20-minute generalist runs, 0.52-0.60 in three before); "which is further left" is still not learnt.
 
 The hidden features also give a region's or point's class feature (the ``region_class`` /
 ``point_class`` heads), in the space where the tokenizer compares visual tokens with class names. It is
@@ -31,6 +42,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from mmdet.models.layers import MLP
 from mmdet.models.layers.transformer import coordinate_to_encoding
 from torch import Tensor, nn
 
@@ -90,6 +102,30 @@ def sample_points(features: Tensor, points: Tensor, spatial_scale: float) -> Ten
     return out
 
 
+def relative_geometry(boxes: list[Tensor]) -> Tensor:
+    """Per request, its (K,4) boxes as (cx, cy, w, h) canvas fractions -> (sum K, 4): for each box, the mean
+    over the request's other boxes of (their cx - its cx, their cy - its cy, log of their w / its w, log of
+    their h / its h); zeros for a box alone in its request."""
+    rows = []
+    for group in boxes:
+        if len(group) < 2:
+            rows.append(group.new_zeros(len(group), 4))
+            continue
+        cx, cy, w, h = group.unbind(-1)
+        log_w, log_h = w.clamp(min=1e-3).log(), h.clamp(min=1e-3).log()
+        pairs = torch.stack(
+            [
+                cx[None, :] - cx[:, None],
+                cy[None, :] - cy[:, None],
+                log_w[None, :] - log_w[:, None],
+                log_h[None, :] - log_h[:, None],
+            ],
+            -1,
+        )  # (K,K,4): row i, column j = box j relative to box i (zero on the diagonal)
+        rows.append(pairs.sum(1) / (len(group) - 1))
+    return torch.cat(rows)
+
+
 def _batched(inputs: list[Tensor]) -> Tensor:
     """Per-image (K_i, n) rows -> (sum K_i, 1 + n) with the image index in front."""
     return torch.cat(
@@ -106,6 +142,8 @@ class PromptEncoder(nn.Module):
         num_levels: how many maps (one RoI / point sample per level, concatenated).
         roi_size: S, the RoIAlign output side.
         attribute_heads: also build the region and point attribute heads (``*_attribute``).
+        region_relations: also encode each box's geometry relative to the request's other boxes
+            (:func:`relative_geometry`) in its input.
     """
 
     def __init__(
@@ -115,18 +153,21 @@ class PromptEncoder(nn.Module):
         num_levels: int,
         roi_size: int = 4,
         attribute_heads: bool = False,
+        region_relations: bool = True,
     ) -> None:
         super().__init__()
         self.roi_size = roi_size
         self.embed_dims = embed_dims
+        self.region_relations = region_relations
         self.region_hidden = nn.Sequential(
             nn.Linear(num_levels * embed_dims * roi_size**2, llm_dims), nn.GELU()
         )
-        self.region_out = nn.Linear(llm_dims, llm_dims)
-        self.region_position = nn.Linear(2 * embed_dims, llm_dims)
+        self.region_out = nn.Sequential(nn.Linear(llm_dims, llm_dims), nn.LayerNorm(llm_dims))
+        # sine encodings of (cx, cy, w, h), and of the relative geometry with relations: 2d channels each
+        self.region_position = MLP((4 if region_relations else 2) * embed_dims, llm_dims, llm_dims, 2)
         self.point_hidden = nn.Sequential(nn.Linear(num_levels * embed_dims, llm_dims), nn.GELU())
-        self.point_out = nn.Linear(llm_dims, llm_dims)
-        self.point_position = nn.Linear(embed_dims, llm_dims)
+        self.point_out = nn.Sequential(nn.Linear(llm_dims, llm_dims), nn.LayerNorm(llm_dims))
+        self.point_position = MLP(embed_dims, llm_dims, llm_dims, 2)
         # from the hidden features into the space where the tokenizer compares tokens with class names
         self.region_class = nn.Linear(llm_dims, embed_dims)
         self.point_class = nn.Linear(llm_dims, embed_dims)
@@ -155,21 +196,24 @@ class PromptEncoder(nn.Module):
         return torch.stack([(x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1], -1)
 
     def regions(self, maps: list[Tensor], boxes: list[Tensor], canvas: tuple[int, int]) -> list[Tensor]:
-        """Per image, its boxes (R_i,4) xyxy model-input pixels -> (R_i, D_llm) embeddings."""
+        """Per request, its boxes (R_i,4) xyxy model-input pixels -> (R_i, D_llm) embeddings."""
         counts = [len(b) for b in boxes]
         if not sum(counts):
-            return [maps[0].new_zeros(0, self.region_out.out_features) for _ in boxes]
+            return [maps[0].new_zeros(0, self.region_hidden[0].out_features) for _ in boxes]
         hidden = self.region_features(maps, boxes, canvas)
-        position = coordinate_to_encoding(
-            self._normalised(torch.cat(boxes).to(hidden.dtype), canvas)[None], num_feats=self.embed_dims // 2
-        )[0]  # mmdet's encoding reads (B,N,4)
+        geometry = [self._normalised(torch.cat(boxes).to(hidden.dtype), canvas)]
+        if self.region_relations:
+            geometry.append(relative_geometry(list(geometry[0].split(counts))))
+        position = torch.cat(
+            [coordinate_to_encoding(g[None], num_feats=self.embed_dims // 2)[0] for g in geometry], 1
+        )  # mmdet's encoding reads (B,N,4)
         return list((self.region_out(hidden) + self.region_position(position)).split(counts))
 
     def points(self, maps: list[Tensor], points: list[Tensor], canvas: tuple[int, int]) -> list[Tensor]:
-        """Per image, its points (P_i,2) x,y model-input pixels -> (P_i, D_llm) embeddings."""
+        """Per request, its points (P_i,2) x,y model-input pixels -> (P_i, D_llm) embeddings."""
         counts = [len(p) for p in points]
         if not sum(counts):
-            return [maps[0].new_zeros(0, self.point_out.out_features) for _ in points]
+            return [maps[0].new_zeros(0, self.point_hidden[0].out_features) for _ in points]
         hidden = self.point_features(maps, points, canvas)
         height, width = canvas
         xy = torch.cat(points).to(hidden.dtype) / hidden.new_tensor([width, height])

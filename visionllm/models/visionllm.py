@@ -102,6 +102,8 @@ class VisionLLM(PretrainedMixin, BaseModel):
             (``Task.eval_examples``; the val pipeline must load annotations), for ``TaskExamplesMetric``.
         roi_size: RoIAlign output side of region inputs (``PromptEncoder``, built when a task takes
             region or point inputs).
+        region_relations: each region input also carries where the request's other regions are relative
+            to it (``PromptEncoder``'s ``region_relation``), so comparisons read from one input.
         prompt_class_loss_weight: weight of ``loss_prompt_class``: on every training image, the class
             features of ``prompt_class_samples`` annotated objects' (jittered) boxes and clicks score
             their class among the dataset's (cross-entropy), when the model takes region or point
@@ -141,6 +143,7 @@ class VisionLLM(PretrainedMixin, BaseModel):
         text_loss_weight: float = 1.0,
         eval_tasks: Sequence[str] = (),
         roi_size: int = 4,
+        region_relations: bool = True,
         prompt_class_loss_weight: float = 1.0,
         prompt_class_samples: int = 4,
         attribute_loss_weight: float = 0.0,
@@ -194,6 +197,7 @@ class VisionLLM(PretrainedMixin, BaseModel):
                 self.image_tokenizer.num_levels,
                 roi_size,
                 attribute_heads=attribute_loss_weight > 0,
+                region_relations=region_relations,
             )
         self.train_modes = tuple(train_modes)
         self.decode_mode = decode_mode
