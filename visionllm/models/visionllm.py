@@ -103,7 +103,8 @@ class VisionLLM(PretrainedMixin, BaseModel):
         roi_size: RoIAlign output side of region inputs (``PromptEncoder``, built when a task takes
             region or point inputs).
         region_relations: each region input also carries where the request's other regions are relative
-            to it (``PromptEncoder``'s ``region_relation``), so comparisons read from one input.
+            to it (``PromptEncoder(region_relations=...)``, ``relative_geometry``), so a comparison can be
+            read from one input.
         prompt_class_loss_weight: weight of ``loss_prompt_class``: on every training image, the class
             features of ``prompt_class_samples`` annotated objects' (jittered) boxes and clicks score
             their class among the dataset's (cross-entropy), when the model takes region or point
