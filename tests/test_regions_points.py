@@ -265,8 +265,8 @@ def test_relative_geometry_gives_each_box_where_the_others_are():
 
 @pytest.mark.parametrize("relations", [True, False])
 def test_a_region_input_knows_where_the_request_s_other_regions_are(relations):
-    """With relations, a box's input changes when only the other box of its request moves, and a lone
-    box's input is the same as without the other; without them, neither changes."""
+    """With relations, a box's input changes when only the other box of its request moves, and differs
+    from the same box asked about alone; without them, it changes in neither case."""
     torch.manual_seed(0)
     encoder = PromptEncoder(embed_dims=16, llm_dims=32, num_levels=2, region_relations=relations)
     maps, canvas = [torch.randn(1, 16, 8, 8), torch.randn(1, 16, 4, 4)], (64, 64)
