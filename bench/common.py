@@ -87,6 +87,41 @@ def write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=2) + "\n")
 
 
+# ------------------------------------------------------------------------------------------ data
+def annotated_images(predictor: Any, dataset: Any, limit: int) -> list[tuple[Any, Any]]:
+    """The first ``limit`` annotated images of a config's dataset (``data_root``, ``ann_file``,
+    ``data_prefix.img``), each as the model's (1,3,H,W) input (``predictor``'s test pipeline and the
+    model's preprocessor) and its ``ImageAnnotations`` in model-input pixels: what region questions are
+    asked about."""
+    import numpy as np
+    from PIL import Image
+
+    from visionllm.tasks.base import ImageAnnotations
+
+    model = predictor.model
+    root = Path(dataset.data_root)
+    coco = json.loads((root / dataset.ann_file).read_text())
+    category_ids = [category["id"] for category in coco["categories"]]
+    annotations_of: dict[int, list] = {}
+    for annotation in coco["annotations"]:
+        annotations_of.setdefault(annotation["image_id"], []).append(annotation)
+    images = []
+    for image in coco["images"]:
+        if len(images) == limit:
+            break
+        if image["id"] not in annotations_of:
+            continue
+        rgb = np.asarray(Image.open(root / dataset.data_prefix.img / image["file_name"]).convert("RGB"))
+        packed = predictor.pipeline(dict(img=rgb, img_id=image["id"]))
+        data = model.data_preprocessor(dict(inputs=[packed["inputs"]], data_samples=[packed["data_samples"]]))
+        meta = packed["data_samples"].metainfo
+        annotations = ImageAnnotations.from_coco(
+            annotations_of[image["id"]], category_ids, model._canvas_size(meta), meta["scale_factor"]
+        )
+        images.append((data["inputs"], annotations))
+    return images
+
+
 # ------------------------------------------------------------------------------------------ measuring
 def synchronize(device) -> None:
     """Wait for the device's queued work (CUDA); nothing to wait for on the CPU."""

@@ -13,15 +13,13 @@ Each box is asked about alone (``What is <region>?``), on the config's test pipe
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/common.py, also when loaded by file path
-from common import argument_parser, table, write_json
+from common import annotated_images, argument_parser, table, write_json
 
 from visionllm.models.visionllm import VisionLLM
 
@@ -60,34 +58,15 @@ def main() -> None:
     args = parser.parse_args()
 
     from mmengine.config import Config
-    from PIL import Image
 
     from visionllm.apis.inference import Predictor
 
     predictor = Predictor.from_checkpoint(args.config, args.checkpoint)
-    model = predictor.model
     cfg = Config.fromfile(args.config)
-    dataset = cfg.val_dataloader.dataset
-    root = Path(dataset.data_root)
-    coco = json.loads((root / dataset.ann_file).read_text())
-    boxes_of: dict[int, list] = {}
-    for ann in coco["annotations"]:
-        boxes_of.setdefault(ann["image_id"], []).append(ann["bbox"])
-    images, boxes = [], []
-    for image in coco["images"][: args.images]:
-        if image["id"] not in boxes_of:
-            continue
-        rgb = np.asarray(Image.open(root / dataset.data_prefix.img / image["file_name"]).convert("RGB"))
-        packed = predictor.pipeline(dict(img=rgb, img_id=image["id"]))
-        data = model.data_preprocessor(dict(inputs=[packed["inputs"]], data_samples=[packed["data_samples"]]))
-        sx, sy = packed["data_samples"].metainfo["scale_factor"]
-        images.append(data["inputs"])
-        boxes.append(
-            torch.tensor(
-                [[x * sx, y * sy, (x + w) * sx, (y + h) * sy] for x, y, w, h in boxes_of[image["id"]]]
-            )
-        )
-    row = dict(checkpoint=args.checkpoint, **input_parts(model, images, boxes))
+    annotated = annotated_images(predictor, cfg.val_dataloader.dataset, args.images)
+    images = [pixels for pixels, _ in annotated]
+    boxes = [torch.as_tensor(annotations.boxes, dtype=torch.float32) for _, annotations in annotated]
+    row = dict(checkpoint=args.checkpoint, **input_parts(predictor.model, images, boxes))
     print(
         table(
             "checkpoint | boxes | content norm | position spread | ratio",

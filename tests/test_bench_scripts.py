@@ -355,3 +355,43 @@ def test_region_input_parts_weighs_the_content_term_against_how_far_the_rest_mov
     assert spread_out["ratio"] == pytest.approx(spread_out["content_norm"] / spread_out["position_spread"])
     same_place = parts(model, [image, image], [torch.tensor([[2.0, 2, 20, 20]])] * 2)
     assert same_place["position_spread"] == pytest.approx(0.0, abs=1e-5)  # one box twice: nothing moves
+
+
+def test_region_readout_labels_pairs_by_their_answer_and_tunes_a_copy_of_the_llm_that_learns_them():
+    from tests.test_model import CANVAS, tiny_config
+    from visionllm.registry import MODELS
+    from visionllm.tasks.base import ImageAnnotations
+
+    bench = load_bench("region_readout")
+    cfg = tiny_config()
+    cfg.tasks = dict(detect=dict(), region_compare=dict())
+    cfg.eval_task = "detect"
+    torch.manual_seed(0)
+    model = MODELS.build(cfg).eval()
+    boxes = [[2.0, 20, 12, 30], [25, 5, 40, 20], [48, 40, 62, 62]]  # centres far apart left to right
+    annotations = ImageAnnotations(boxes, [0, 1, 0], CANVAS, attributes=[dict(color="red")] * 3)
+    images = [(torch.randn(1, 3, CANVAS, CANVAS), annotations)]
+    inputs = bench.comparison_inputs(model, images, "left", pairs_per_image=6)
+    # three boxes, six ordered pairs, each clearly placed: the first is further left in half of them
+    assert inputs["labels"].tolist().count(True) == 3 and len(inputs["labels"]) == 6
+    assert inputs["regions"].shape == (6, 2 * model.llm.hidden_size)
+    assert inputs["embeds"].shape[:2] == inputs["mask"].shape == inputs["positions"].shape
+    assert bench.comparison_inputs(model, images, "color", pairs_per_image=6)["labels"].all()  # all red
+
+    answer_ids = tuple(
+        model.vocab.tokenizer(w, add_special_tokens=False).input_ids[0] for w in ("first", "second")
+    )
+    before = {name: p.clone() for name, p in model.llm.named_parameters()}
+    tuned = bench.tune_llm(model.llm, inputs, answer_ids, steps=200, lr=3e-3, batch_size=6)
+    assert all(torch.equal(p, before[name]) for name, p in model.llm.named_parameters())  # a copy is tuned
+    assert bench.llm_accuracy(tuned, inputs, answer_ids) == 1.0  # six pairs, learnt by heart
+
+
+def test_region_readout_probe_reads_a_linearly_separable_answer_and_not_noise():
+    probe = load_bench("region_readout").linear_probe
+    generator = torch.Generator().manual_seed(0)
+    features = torch.randn(400, 8, generator=generator)
+    labels = features[:, 3] + 0.5 * features[:, 5] > 0
+    assert probe(features[:300], labels[:300], features[300:], labels[300:]) > 0.95
+    noise = torch.rand(400, generator=generator) > 0.5
+    assert probe(features[:300], noise[:300], features[300:], noise[300:]) < 0.7

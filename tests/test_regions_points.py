@@ -296,6 +296,27 @@ def test_where_a_region_is_stays_readable_however_large_its_content():
     assert shares[0] > 0.05 and shares[1] > 0.5 * shares[0], shares
 
 
+def test_the_geometry_term_is_fixed_as_large_as_the_content_and_tells_left_from_right():
+    """No parameter shapes a region's or point's geometry term (training cannot shrink it, as it shrank a
+    learnt one), its norm is that of a layer-normalised content term, and a box whose partner is on its
+    left gets another term than one whose partner is on its right."""
+    encoder = PromptEncoder(embed_dims=16, llm_dims=32, num_levels=2)
+    box = torch.tensor([[0.5, 0.5, 0.2, 0.2]]).expand(2, 4)
+    partner_right, partner_left = torch.tensor([[0.3, 0.0, 0.0, 0.0], [-0.3, 0.0, 0.0, 0.0]]).unbind()
+    regions = encoder.geometry_encoding([box, torch.stack([partner_right, partner_left])])
+    points = encoder.geometry_encoding([torch.tensor([[0.1, 0.9], [0.9, 0.1]])])
+    for term in (regions, points):
+        assert term.shape == (2, 32) and not term.requires_grad
+        torch.testing.assert_close(term.norm(dim=-1), torch.full((2,), 32**0.5))
+        assert (term[0] - term[1]).norm() > 0.2 * term[0].norm()
+
+
+def test_an_llm_width_the_geometry_cannot_be_shared_over_is_a_clear_error():
+    with pytest.raises(ValueError, match="llm_dims=40 must be a multiple of 16"):
+        PromptEncoder(embed_dims=16, llm_dims=40, num_levels=2)  # 8 coordinates per region
+    PromptEncoder(embed_dims=16, llm_dims=40, num_levels=2, region_relations=False)  # 4: fits
+
+
 def test_a_batch_with_every_task_trains_every_part(generalist):
     model = generalist
     model.train()

@@ -3,20 +3,23 @@
     <region> box (x1,y1,x2,y2 model-input pixels)
       RoIAlign (S x S) on every level of the image tokenizer's maps -> concat -> hidden   (what is there)
       hidden -> linear -> LayerNorm                                                      (its content)
-      + MLP of the sine encodings of the box (cx, cy, w, h) and of where the request's
-        other boxes are relative to it                                                   (where, how related)
+      + sine encodings of the box (cx, cy, w, h) and of where the request's other
+        boxes are relative to it, at the LLM's width                                    (where, how related)
       -> (D_llm,) written over the placeholder's input embedding, as GPT4RoI does
     <point> (x, y)
-      bilinear sample on every level -> concat -> hidden -> linear -> LayerNorm + MLP of its sine encoding
+      bilinear sample on every level -> concat -> hidden -> linear -> LayerNorm + sine encoding of (x, y)
 
-The content is layer-normalised, so it cannot outgrow the geometry terms in training (unnormalised, it
-ended a 20-minute run at ~30x the spread of the position term over boxes; ``bench/region_input_parts.py``).
+The geometry term is fixed, as the Transformer's sinusoidal positions are, and as large as the
+layer-normalised content, so training cannot shrink it before the LLM learns to read it. A learnt one
+(an MLP of the same encodings) was shrunk to ~1/30 of the content (``bench/region_input_parts.py``), and
+then the LLM could not learn "which is further left" even with everything else frozen, though a linear
+probe read the answer from the same inputs (``bench/region_readout.py``; docs/benchmarks.md, run 8).
+
 The relative term is Relation Networks' (Hu et al. 2018) pairwise geometry, signed: the other boxes' mean
 (dx, dy) of centres as fractions of the canvas and log ratios of widths and heights, so a comparison ("is
 <region> larger than <region>?") can be read from one input instead of learnt as a subtraction of two
 inputs far apart in the sequence. A box alone in its request gets the same (zero-geometry) term as every
-other lone box. Measured (docs/benchmarks.md, run 7): size comparisons are answered from the boxes (0.85
-in two 20-minute generalist runs, 0.52-0.60 in three before); "which is further left" is still not learnt.
+other lone box.
 
 The hidden features also give a region's or point's class feature (the ``region_class`` /
 ``point_class`` heads), in the space where the tokenizer compares visual tokens with class names. It is
@@ -40,13 +43,18 @@ plain loop.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
-from mmdet.models.layers import MLP
 from mmdet.models.layers.transformer import coordinate_to_encoding
 from torch import Tensor, nn
 
 from visionllm.compat import mmcv_has_compiled_ops
+
+#: the sine encodings' frequencies fall from 2 pi to 2 pi / temperature per canvas width: at a 7B LLM's
+#: width and at the tiny one's alike, several of them turn by a readable angle over the canvas
+POSITION_TEMPERATURE = 20
 
 
 def roi_align(
@@ -163,11 +171,15 @@ class PromptEncoder(nn.Module):
             nn.Linear(num_levels * embed_dims * roi_size**2, llm_dims), nn.GELU()
         )
         self.region_out = nn.Sequential(nn.Linear(llm_dims, llm_dims), nn.LayerNorm(llm_dims))
-        # sine encodings of (cx, cy, w, h), and of the relative geometry with relations: 2d channels each
-        self.region_position = MLP((4 if region_relations else 2) * embed_dims, llm_dims, llm_dims, 2)
         self.point_hidden = nn.Sequential(nn.Linear(num_levels * embed_dims, llm_dims), nn.GELU())
         self.point_out = nn.Sequential(nn.Linear(llm_dims, llm_dims), nn.LayerNorm(llm_dims))
-        self.point_position = MLP(embed_dims, llm_dims, llm_dims, 2)
+        self.llm_dims = llm_dims
+        for what, coordinates in (("region", 8 if region_relations else 4), ("point", 2)):
+            if llm_dims % (2 * coordinates):
+                raise ValueError(
+                    f"llm_dims={llm_dims} must be a multiple of {2 * coordinates}: each of a {what}'s "
+                    f"{coordinates} coordinates is encoded in an even share of the LLM's channels"
+                )
         # from the hidden features into the space where the tokenizer compares tokens with class names
         self.region_class = nn.Linear(llm_dims, embed_dims)
         self.point_class = nn.Linear(llm_dims, embed_dims)
@@ -204,10 +216,7 @@ class PromptEncoder(nn.Module):
         geometry = [self._normalised(torch.cat(boxes).to(hidden.dtype), canvas)]
         if self.region_relations:
             geometry.append(relative_geometry(list(geometry[0].split(counts))))
-        position = torch.cat(
-            [coordinate_to_encoding(g[None], num_feats=self.embed_dims // 2)[0] for g in geometry], 1
-        )  # mmdet's encoding reads (B,N,4)
-        return list((self.region_out(hidden) + self.region_position(position)).split(counts))
+        return list((self.region_out(hidden) + self.geometry_encoding(geometry)).split(counts))
 
     def points(self, maps: list[Tensor], points: list[Tensor], canvas: tuple[int, int]) -> list[Tensor]:
         """Per request, its points (P_i,2) x,y model-input pixels -> (P_i, D_llm) embeddings."""
@@ -217,8 +226,18 @@ class PromptEncoder(nn.Module):
         hidden = self.point_features(maps, points, canvas)
         height, width = canvas
         xy = torch.cat(points).to(hidden.dtype) / hidden.new_tensor([width, height])
-        position = coordinate_to_encoding(xy[None], num_feats=self.embed_dims // 2)[0]
-        return list((self.point_out(hidden) + self.point_position(position)).split(counts))
+        return list((self.point_out(hidden) + self.geometry_encoding([xy])).split(counts))
+
+    def geometry_encoding(self, coordinates: list[Tensor]) -> Tensor:
+        """(K, 2 or 4) coordinate groups (canvas fractions, relative offsets, log ratios) -> (K, D_llm) sine
+        encodings, every coordinate given an equal share of the channels. Each sin / cos pair has unit
+        norm, so the whole has norm sqrt(D_llm), that of a layer-normalised content term."""
+        num_feats = self.llm_dims // sum(group.shape[-1] for group in coordinates)
+        encodings = [
+            coordinate_to_encoding(group[None], num_feats, temperature=POSITION_TEMPERATURE)[0]
+            for group in coordinates
+        ]  # mmdet's encoding reads (B,N,2 or 4)
+        return math.sqrt(2) * torch.cat(encodings, 1)
 
     def region_features(self, maps: list[Tensor], boxes: list[Tensor], canvas: tuple[int, int]) -> Tensor:
         """(sum R_i, D_llm) hidden features of every image's boxes: what a region's LLM input, its class
