@@ -296,10 +296,11 @@ def test_where_a_region_is_stays_readable_however_large_its_content():
     assert shares[0] > 0.05 and shares[1] > 0.5 * shares[0], shares
 
 
-def test_the_geometry_term_is_fixed_as_large_as_the_content_and_tells_left_from_right():
-    """No parameter shapes a region's or point's geometry term (training cannot shrink it, as it shrank a
-    learnt one), its norm is that of a layer-normalised content term, and a box whose partner is on its
-    left gets another term than one whose partner is on its right."""
+def test_the_geometry_encodings_are_fixed_as_large_as_the_content_and_tell_left_from_right():
+    """The sine encodings in a region's or point's geometry term have no parameter (training cannot shrink
+    them, as it shrank a geometry term that was only an MLP), their norm is that of a layer-normalised
+    content term, and a box whose partner is on its left gets other encodings than one whose partner is on
+    its right."""
     encoder = PromptEncoder(embed_dims=16, llm_dims=32, num_levels=2)
     box = torch.tensor([[0.5, 0.5, 0.2, 0.2]]).expand(2, 4)
     partner_right, partner_left = torch.tensor([[0.3, 0.0, 0.0, 0.0], [-0.3, 0.0, 0.0, 0.0]]).unbind()

@@ -4,16 +4,18 @@
       RoIAlign (S x S) on every level of the image tokenizer's maps -> concat -> hidden   (what is there)
       hidden -> linear -> LayerNorm                                                      (its content)
       + sine encodings of the box (cx, cy, w, h) and of where the request's other
-        boxes are relative to it, at the LLM's width                                    (where, how related)
+        boxes are relative to it, at the LLM's width, plus an MLP of them              (where, how related)
       -> (D_llm,) written over the placeholder's input embedding, as GPT4RoI does
     <point> (x, y)
-      bilinear sample on every level -> concat -> hidden -> linear -> LayerNorm + sine encoding of (x, y)
+      bilinear sample on every level -> concat -> hidden -> linear -> LayerNorm
+      + sine encoding of (x, y) plus an MLP of it
 
-The geometry term is fixed, as the Transformer's sinusoidal positions are, and as large as the
-layer-normalised content, so training cannot shrink it before the LLM learns to read it. A learnt one
-(an MLP of the same encodings) was shrunk to ~1/30 of the content (``bench/region_input_parts.py``), and
-then the LLM could not learn "which is further left" even with everything else frozen, though a linear
-probe read the answer from the same inputs (``bench/region_readout.py``; docs/benchmarks.md, run 8).
+The sine encodings are fixed, as the Transformer's sinusoidal positions are, and as large as the
+layer-normalised content, so training cannot shrink them before the LLM learns to read them; the MLP
+learns what questions need of them on top. A geometry term that was only an MLP was shrunk to ~1/30 of
+the content (``bench/region_input_parts.py``), and then the LLM could not learn "which is further left"
+even with everything else frozen, though a linear probe read the answer from the same inputs
+(``bench/region_readout.py``; docs/benchmarks.md, run 8).
 
 The relative term is Relation Networks' (Hu et al. 2018) pairwise geometry, signed: the other boxes' mean
 (dx, dy) of centres as fractions of the canvas and log ratios of widths and heights, so a comparison ("is
@@ -47,6 +49,7 @@ import math
 
 import torch
 import torch.nn.functional as F
+from mmdet.models.layers import MLP
 from mmdet.models.layers.transformer import coordinate_to_encoding
 from torch import Tensor, nn
 
@@ -174,6 +177,9 @@ class PromptEncoder(nn.Module):
         self.point_hidden = nn.Sequential(nn.Linear(num_levels * embed_dims, llm_dims), nn.GELU())
         self.point_out = nn.Sequential(nn.Linear(llm_dims, llm_dims), nn.LayerNorm(llm_dims))
         self.llm_dims = llm_dims
+        # learnt on top of the fixed encodings (what a question needs of them), added to them
+        self.region_position = MLP(llm_dims, llm_dims, llm_dims, 2)
+        self.point_position = MLP(llm_dims, llm_dims, llm_dims, 2)
         for what, coordinates in (("region", 8 if region_relations else 4), ("point", 2)):
             if llm_dims % (2 * coordinates):
                 raise ValueError(
@@ -216,7 +222,8 @@ class PromptEncoder(nn.Module):
         geometry = [self._normalised(torch.cat(boxes).to(hidden.dtype), canvas)]
         if self.region_relations:
             geometry.append(relative_geometry(list(geometry[0].split(counts))))
-        return list((self.region_out(hidden) + self.geometry_encoding(geometry)).split(counts))
+        encoding = self.geometry_encoding(geometry)
+        return list((self.region_out(hidden) + encoding + self.region_position(encoding)).split(counts))
 
     def points(self, maps: list[Tensor], points: list[Tensor], canvas: tuple[int, int]) -> list[Tensor]:
         """Per request, its points (P_i,2) x,y model-input pixels -> (P_i, D_llm) embeddings."""
@@ -226,7 +233,8 @@ class PromptEncoder(nn.Module):
         hidden = self.point_features(maps, points, canvas)
         height, width = canvas
         xy = torch.cat(points).to(hidden.dtype) / hidden.new_tensor([width, height])
-        return list((self.point_out(hidden) + self.geometry_encoding([xy])).split(counts))
+        encoding = self.geometry_encoding([xy])
+        return list((self.point_out(hidden) + encoding + self.point_position(encoding)).split(counts))
 
     def geometry_encoding(self, coordinates: list[Tensor]) -> Tensor:
         """(K, 2 or 4) coordinate groups (canvas fractions, relative offsets, log ratios) -> (K, D_llm) sine
