@@ -321,10 +321,8 @@ def test_an_llm_width_the_geometry_cannot_be_shared_over_is_a_clear_error():
 def test_a_batch_with_every_task_trains_every_part(generalist):
     model = generalist
     model.train()
-    torch.manual_seed(0)  # the requests' sampling and dropout: the same run whichever tests ran before
     names = list(model.tasks)
     batch = [make_sample() for _ in names]
-    order = iter(names * 100)
 
     def next_task(annotations, rng):  # one image per task, every task in the batch
         for name in order:
@@ -338,7 +336,9 @@ def test_a_batch_with_every_task_trains_every_part(generalist):
     model._sample_request = next_task
     optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3)
     history = []
-    for _ in range(4):
+    for _ in range(8):  # the same requests, jitter and dropout at every step: one batch, trained on
+        order = iter(names * 100)
+        torch.manual_seed(0)
         losses = model.loss(
             torch.randn(len(batch), 3, CANVAS, CANVAS, generator=torch.Generator().manual_seed(0)), batch
         )
