@@ -34,10 +34,8 @@ def input_parts(model: VisionLLM, images: list[torch.Tensor], boxes: list[torch.
             encoder = model.prompt_encoder
             one_each = [box[None] for box in image_boxes]  # every box alone in its request
             maps = [level.expand(len(one_each), -1, -1, -1) for level in tokens.feature_maps]
-            inputs = torch.cat(encoder.regions(maps, one_each, tokens.canvas))
-            parts = encoder.region_out(encoder.region_features(maps, one_each, tokens.canvas))
-            content.append(parts)
-            rest.append(inputs - parts)
+            content.append(encoder.region_out(encoder.region_features(maps, one_each, tokens.canvas)))
+            rest.append(encoder.region_geometry(one_each, tokens.canvas))
     content_term, rest_term = torch.cat(content), torch.cat(rest)
     content_norm = float(content_term.norm(dim=-1).mean())
     rest_spread = float((rest_term - rest_term.mean(0)).norm(dim=-1).mean())

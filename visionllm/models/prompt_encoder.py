@@ -168,7 +168,6 @@ class PromptEncoder(nn.Module):
     ) -> None:
         super().__init__()
         self.roi_size = roi_size
-        self.embed_dims = embed_dims
         self.region_relations = region_relations
         self.region_hidden = nn.Sequential(
             nn.Linear(num_levels * embed_dims * roi_size**2, llm_dims), nn.GELU()
@@ -217,19 +216,28 @@ class PromptEncoder(nn.Module):
         """Per request, its boxes (R_i,4) xyxy model-input pixels -> (R_i, D_llm) embeddings."""
         counts = [len(b) for b in boxes]
         if not sum(counts):
-            return [maps[0].new_zeros(0, self.region_hidden[0].out_features) for _ in boxes]
+            return [maps[0].new_zeros(0, self.llm_dims) for _ in boxes]
         hidden = self.region_features(maps, boxes, canvas)
-        geometry = [self._normalised(torch.cat(boxes).to(hidden.dtype), canvas)]
+        geometry = self.region_geometry(boxes, canvas, hidden.dtype)
+        return list((self.region_out(hidden) + geometry).split(counts))
+
+    def region_geometry(
+        self, boxes: list[Tensor], canvas: tuple[int, int], dtype: torch.dtype = torch.float32
+    ) -> Tensor:
+        """Per request, its boxes (R_i,4) xyxy model-input pixels -> (sum R_i, D_llm): the geometry term of
+        their inputs (the sine encodings of each box and, with relations, of where the request's other
+        boxes are, plus the MLP of them), computed in ``dtype``."""
+        geometry = [self._normalised(torch.cat(boxes).to(dtype), canvas)]
         if self.region_relations:
-            geometry.append(relative_geometry(list(geometry[0].split(counts))))
+            geometry.append(relative_geometry(list(geometry[0].split([len(b) for b in boxes]))))
         encoding = self.geometry_encoding(geometry)
-        return list((self.region_out(hidden) + encoding + self.region_position(encoding)).split(counts))
+        return encoding + self.region_position(encoding)
 
     def points(self, maps: list[Tensor], points: list[Tensor], canvas: tuple[int, int]) -> list[Tensor]:
         """Per request, its points (P_i,2) x,y model-input pixels -> (P_i, D_llm) embeddings."""
         counts = [len(p) for p in points]
         if not sum(counts):
-            return [maps[0].new_zeros(0, self.point_hidden[0].out_features) for _ in points]
+            return [maps[0].new_zeros(0, self.llm_dims) for _ in points]
         hidden = self.point_features(maps, points, canvas)
         height, width = canvas
         xy = torch.cat(points).to(hidden.dtype) / hidden.new_tensor([width, height])
