@@ -5,7 +5,8 @@ from the seed prior alone (the visual token the slot starts from), beside the vi
     python bench/slot_ablation.py configs/visionllm_tiny_synthetic.py work_dirs/x/iter_1000.pth \\
         --out bench/results/slot_ablation.json
 
-A slot's logits are ``LLM + prior`` (``VisionLLM._slot_inputs``): the prior puts the seed token's class
+A slot's logits are ``LLM + prior`` (``VisionLLM._slot_inputs``; plus the ``SlotRefiner``'s offsets from
+the seed on location tokens, when the model has one): the prior puts the seed token's class
 logits on the class position and a Laplace log-density around the seed box's coordinate on each location
 token. "seed" classes replace the class logits by the prior alone; "seed" locations write the seed's box
 (``Task.locations_from_seed``, the default of box tasks), so each row shows whether the LLM's classes or
@@ -47,20 +48,21 @@ METRICS = ("bbox_mAP", "bbox_mAP_50", "bbox_mAP_75", "segm_mAP")
 def slot_answers_from(model: VisionLLM, classes: str, locations: str) -> Iterator[None]:
     """Within the block, parallel decoding takes a slot's class logits from ``"llm"`` (as trained: the
     LLM's logits plus the seed prior) or ``"seed"`` (the prior alone), and every object task's location
-    tokens from the LLM's logits (plus prior) or the seed's box (``Task.locations_from_seed``)."""
+    tokens from the LLM's logits (plus prior) or the seed's box (``Task.locations_from_seed``), and the box
+    reported beside them from their extent or the seed's (``Task.boxes_from_seed``)."""
     original = decoding.parallel_slot_logits
 
-    def seed_classes(llm, visual_tokens, queries, slot_inputs, slot_priors=None):
+    def seed_classes(llm, visual_tokens, queries, slot_inputs, slot_priors=None, location_offsets=None):
         if slot_priors is None:
             raise ValueError("the checkpoint has no token detections (token_loss off), so no slot seeds")
-        logits = original(llm, visual_tokens, queries, slot_inputs, slot_priors)
+        logits = original(llm, visual_tokens, queries, slot_inputs, slot_priors, location_offsets)
         for answer, prior in zip(logits, slot_priors):
             answer[:, 0] = prior[:, 0]
         return logits
 
     object_tasks = [task for task in model.tasks.values() if isinstance(task, Task)]
     for task in object_tasks:
-        task.locations_from_seed = locations == "seed"
+        task.locations_from_seed = task.boxes_from_seed = locations == "seed"
     if classes == "seed":
         decoding.parallel_slot_logits = seed_classes
     try:
@@ -68,7 +70,7 @@ def slot_answers_from(model: VisionLLM, classes: str, locations: str) -> Iterato
     finally:
         decoding.parallel_slot_logits = original
         for task in object_tasks:
-            del task.locations_from_seed  # the class's own choice again
+            del task.locations_from_seed, task.boxes_from_seed  # the class's own choices again
 
 
 def main() -> None:

@@ -325,12 +325,14 @@ def test_slot_ablation_takes_each_part_of_a_slot_answer_from_the_llm_or_the_seed
         with slot_ablation.slot_answers_from(model, classes, locations):
             (answer,) = decoding.parallel_slot_logits(None, None, None, None, [prior])
             assert detect.locations_from_seed == segment.locations_from_seed == (locations == "seed")
+            assert detect.boxes_from_seed == segment.boxes_from_seed == (locations == "seed")
         assert torch.equal(answer[:, 0], (prior if classes == "seed" else llm_answer)[:, 0])
         assert torch.equal(answer[:, 1:], llm_answer[:, 1:])  # locations are the decoder's choice
     # after the block: the original decoder and each task's own choice (boxes from seeds, polygons not)
     (answer,) = decoding.parallel_slot_logits(None, None, None, None, [prior])
     assert torch.equal(answer, llm_answer)
     assert detect.locations_from_seed and not segment.locations_from_seed
+    assert segment.boxes_from_seed and not detect.boxes_from_seed
     with (
         slot_ablation.slot_answers_from(model, "seed", "llm"),
         pytest.raises(ValueError, match="no slot seeds"),

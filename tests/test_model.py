@@ -375,7 +375,9 @@ def test_parallel_slots_start_from_the_most_confident_tokens_and_their_detection
         )
         slots, priors, seeds = model._slot_inputs(tokens, class_logits, [query], [CANVAS])
     num_slots = model.slot_embed.shape[0]
-    assert slots.shape == (1, num_slots, model.llm.hidden_size) and len(priors) == 1
+    length = model.tasks["detect"].object_length
+    assert len(slots) == 1 and slots[0].shape == (num_slots, length, model.llm.hidden_size)
+    assert len(priors) == 1
     chosen = class_logits[0].max(-1).values.topk(num_slots).indices.sort().values
     vocab = model.vocab
     # class prior: the chosen tokens' class logits on <c0>..<c2>, nothing on <noobj>
@@ -443,6 +445,30 @@ def test_parallel_decoding_writes_boxes_from_the_seeds_and_polygons_from_the_llm
     assert detect_bins and set(detect_bins) == {vocab.bin_id(7)}
     assert from_llm[0].token_ids != from_seeds[0].token_ids
     assert from_seeds[1].token_ids == from_llm[1].token_ids  # the polygon ignores the seeds
+
+
+def test_parallel_polygons_report_their_seeds_boxes(model):
+    """``boxes_from_seed``: each polygon object comes with its slot's seed box (the extent of the seed's
+    outline); box answers carry none (their tokens are the seed's box already)."""
+    model.eval()
+    requests = [model.tasks[name].request_for_eval(CLASSES) for name in ("segment", "detect")]
+    queries = [model._query(model.tasks[r.task], r) for r in requests]
+    num_slots = model.slot_embed.shape[0]
+    corners = torch.rand(num_slots, 2) * 60
+    boxes = torch.cat([corners, corners + torch.rand(num_slots, 2) * 40 + 5], 1)  # (N,4) distinct, in bins
+    seeds = [
+        torch.as_tensor(q.task.geometry_from_boxes(boxes.numpy(), model.vocab.num_bins), dtype=torch.float32)
+        for q in queries
+    ]
+    visual = torch.randn(2, model.image_tokenizer.num_queries, model.llm.hidden_size)
+    slots = torch.randn(2, num_slots, model.llm.hidden_size) * 0.02
+    with torch.no_grad():
+        polygons, detections = decode_parallel(
+            model.llm, model.grammar, visual, queries, slots, 3, seed_locations=seeds
+        )
+    assert detections.object_boxes is None and len(polygons.object_boxes) == 3
+    for box in polygons.object_boxes:  # fractional bins: bin k is centred on pixel k + 0.5 here
+        assert torch.isclose(boxes, torch.tensor(box) + 0.5, atol=1e-4).all(1).any()
 
 
 def test_tokens_decoding_reads_the_tokenizers_detections(model):

@@ -150,3 +150,20 @@ def test_a_box_prior_is_its_outline_in_target_order(segment, vocab):
     on_side |= np.isclose(points[:, 1], 16) | np.isclose(points[:, 1], 32)
     assert on_side.all()
     assert np.isfinite(segment.geometry_from_boxes(np.array([[5.0, 5.0, 5.0, 9.0]]), canvas)).all()
+
+
+def test_object_boxes_replace_the_polygons_extents_in_order_of_class_tokens(segment, vocab):
+    """``parse(object_boxes=...)``: the k-th class token's object reports the k-th box (fractional bins ->
+    pixels); a box without area keeps the polygon's extent; a dropped object still uses up its box."""
+    canvas = vocab.num_bins  # one pixel per bin
+    polygon = segment.geometry_from_boxes(np.array([[20.0, 20.0, 60.0, 50.0]]), canvas)[0]
+    bins = [vocab.bin_id(int(b)) for b in np.rint(polygon)]
+    tokens = [vocab.class_id(3), *bins] + [vocab.class_id(0), *bins] * 2 + [vocab.eoo_id]
+    boxes = [[0.0, 0.0, 9.0, 9.0], [10.0, 12.0, 30.0, 40.0], [5.0, 5.0, 5.0, 8.0]]
+    request = segment.request_for_eval(CLASSES[:2])
+    parsed = segment.parse(tokens, request, canvas, object_boxes=boxes)
+    assert parsed.dropped["class_out_of_range"] == 1  # <c3> of two classes: its box is skipped
+    first, second = parsed.objects
+    assert first.box == pytest.approx((10.5, 12.5, 30.5, 40.5))  # bin k's centre is k + 0.5
+    assert second.box == pytest.approx(segment.parse(tokens, request, canvas).objects[1].box)
+    assert first.polygon == second.polygon  # the vertices are the tokens' either way

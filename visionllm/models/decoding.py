@@ -17,6 +17,7 @@ answer ends at the last position and position ids count only real tokens.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -59,10 +60,12 @@ class LLMQuery:
 
 @dataclass
 class DecodedSequence:
-    """Generated task tokens (global ids) and, per token, the probability the decoder gave it."""
+    """Generated task tokens (global ids) and, per token, the probability the decoder gave it; for a task
+    with ``boxes_from_seed``, per object its seed's xyxy box in fractional bins (``Task.parse``)."""
 
     token_ids: list[int]
     token_scores: list[float]
+    object_boxes: list[list[float]] | None = None
 
 
 class Grammar:
@@ -133,20 +136,24 @@ def parallel_slot_logits(
     llm: LanguageModel,
     visual_tokens: Tensor,
     queries: list[LLMQuery],
-    slot_inputs: Tensor,
+    slot_inputs: Tensor | list[Tensor],
     slot_priors: list[Tensor] | None = None,
+    location_offsets: Callable[[int, Tensor], Tensor | None] | None = None,
 ) -> list[Tensor]:
     """Prompt + N format-token slots through the LLM; returns per image (N, L, V) task logits.
 
-    ``slot_inputs`` (B,N,D) is added to every format token of each image's slots. ``slot_priors``
-    (per image (N, L, V), optional) are logits added to the slots' outputs: what each slot's seed
-    token already says about its object, which the LLM refines.
+    ``slot_inputs`` are added to the slots' format tokens: (B,N,D), the same on each of a slot's tokens,
+    or per image (N,L,D), one per token. ``slot_priors`` (per image (N, L, V), optional) are logits added
+    to the slots' outputs: what each slot's seed token already says about its object, which the LLM
+    refines. ``location_offsets`` (optional) maps an image's index and its slots' location-token states
+    (N, L-1, D) to logits (N, L-1, num_bins) added on the bins, or None (``SlotRefiner.offset_logits``).
 
     Images are batched by task, one forward pass per task: slot lengths differ by task (5 tokens for a
     box, 33 for a 16-point polygon), and padding a box request to a polygon request's N x 33 slot
     positions would multiply its attention cost (measured in ``bench/profile_train_step.py``).
     """
-    num_slots = slot_inputs.shape[1]
+    num_slots = slot_inputs[0].shape[0]
+    bins = llm.vocab.bin_local_ids()
     groups: dict[str, list[int]] = {}
     for i, q in enumerate(queries):
         groups.setdefault(q.task.name, []).append(i)
@@ -156,7 +163,8 @@ def parallel_slot_logits(
         sequences, extras = [], []
         for i in indices:
             sequences.append(queries[i].prompt_ids + queries[i].task.format_token_ids.tolist() * num_slots)
-            extras.append(slot_inputs[i].repeat_interleave(length, dim=0))  # (N*L, D)
+            inputs = slot_inputs[i]  # (N,L,D) or (N,D)
+            extras.append(inputs.flatten(0, 1) if inputs.dim() == 3 else inputs.repeat_interleave(length, 0))
         embeds, mask, positions = embed_batch(
             llm, visual_tokens[indices], sequences, extras, [queries[i].prompt_inputs for i in indices]
         )
@@ -166,9 +174,18 @@ def parallel_slot_logits(
             queries[i].class_keys(hidden[row], embeds[row], hidden.shape[1] - len(seq))
             for row, (i, seq) in enumerate(zip(indices, sequences))
         ]
-        for i, slot_logits in zip(indices, llm.task_logits(list(slots), keys)):
+        for row, (i, slot_logits) in enumerate(zip(indices, llm.task_logits(list(slots), keys))):
             slot_logits = slot_logits.view(num_slots, length, -1)
-            logits[i] = slot_logits if slot_priors is None else slot_logits + slot_priors[i]
+            if slot_priors is not None:
+                slot_logits = slot_logits + slot_priors[i]
+            offsets = (
+                None
+                if location_offsets is None
+                else location_offsets(i, slots[row].view(num_slots, length, -1)[:, 1:])
+            )
+            if offsets is not None:
+                slot_logits = slot_logits.index_add(2, bins.to(offsets.device), F.pad(offsets, (0, 0, 1, 0)))
+            logits[i] = slot_logits
     return logits
 
 
@@ -177,10 +194,11 @@ def decode_parallel(
     grammar: Grammar,
     visual_tokens: Tensor,
     queries: list[LLMQuery],
-    slot_inputs: Tensor,
+    slot_inputs: Tensor | list[Tensor],
     max_objects: int,
     slot_priors: list[Tensor] | None = None,
     seed_locations: list[Tensor] | None = None,
+    location_offsets: Callable[[int, Tensor], Tensor | None] | None = None,
 ) -> list[DecodedSequence]:
     """All objects in one pass: the ``max_objects`` most probable (slot, class) pairs, best first.
 
@@ -190,10 +208,14 @@ def decode_parallel(
     head ranks queries x classes. Each location token is the slot's most probable legal bin, or, for a
     task that takes its locations from the seeds (``Task.locations_from_seed``) when ``seed_locations``
     (per image (N, L-1) fractional bins of each slot's seed) are given, the seed's nearest bin.
+    A task with ``boxes_from_seed`` also gets each object's seed box (the extent of its seed locations).
+    ``slot_inputs``, ``slot_priors`` and ``location_offsets`` are ``parallel_slot_logits``'.
     """
     vocab = llm.vocab
     out = []
-    slot_logits = parallel_slot_logits(llm, visual_tokens, queries, slot_inputs, slot_priors)
+    slot_logits = parallel_slot_logits(
+        llm, visual_tokens, queries, slot_inputs, slot_priors, location_offsets
+    )
     for i, (q, logits) in enumerate(zip(queries, slot_logits)):
         class_probs = logits[:, 0, vocab.class_local_ids(len(q.request.classes))].sigmoid()  # (N,n)
         if seed_locations is not None and q.task.locations_from_seed:
@@ -202,7 +224,11 @@ def decode_parallel(
             legal = grammar.slot_masks(q).to(logits.device)  # (L,V)
             locations = logits[:, 1:].masked_fill(~legal[1:], float("-inf")).argmax(-1)  # (N,L-1)
             geometry_ids = vocab.to_global(locations).tolist()
-        out.append(_best_pairs(vocab, class_probs, geometry_ids, max_objects))
+        seed_boxes = None
+        if seed_locations is not None and q.task.boxes_from_seed:
+            points = seed_locations[i].view(seed_locations[i].shape[0], -1, 2)  # (N, pairs, 2)
+            seed_boxes = torch.cat([points.min(1).values, points.max(1).values], 1).tolist()
+        out.append(_best_pairs(vocab, class_probs, geometry_ids, max_objects, seed_boxes))
     return out
 
 
@@ -213,17 +239,26 @@ def _nearest_bin_ids(vocab: TaskVocab, coords: np.ndarray) -> list[list[int]]:
 
 
 def _best_pairs(
-    vocab: TaskVocab, class_probs: Tensor, geometry_ids: list[list[int]], max_objects: int
+    vocab: TaskVocab,
+    class_probs: Tensor,
+    geometry_ids: list[list[int]],
+    max_objects: int,
+    candidate_boxes: list[list[float]] | None = None,
 ) -> DecodedSequence:
     """The ``max_objects`` most probable (candidate, class) pairs of ``class_probs`` (K, n), best first,
-    each written as its class reference and its candidate's geometry tokens (global ids)."""
+    each written as its class reference and its candidate's geometry tokens (global ids); with
+    ``candidate_boxes`` (K boxes), each pair's candidate's box as its ``object_boxes``."""
     best = class_probs.flatten().topk(min(max_objects, class_probs.numel()))
-    token_ids, token_scores = [], []
+    token_ids, token_scores, boxes = [], [], []
     for score, flat in zip(best.values.tolist(), best.indices.tolist()):
         candidate, class_index = divmod(flat, class_probs.shape[1])
         token_ids += [vocab.class_id(class_index), *geometry_ids[candidate]]
         token_scores += [score] + [1.0] * len(geometry_ids[candidate])
-    return DecodedSequence(token_ids + [vocab.eoo_id], token_scores + [1.0])
+        if candidate_boxes is not None:
+            boxes.append(candidate_boxes[candidate])
+    return DecodedSequence(
+        token_ids + [vocab.eoo_id], token_scores + [1.0], None if candidate_boxes is None else boxes
+    )
 
 
 @torch.no_grad()

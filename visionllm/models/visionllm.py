@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -46,6 +46,7 @@ from visionllm.models.loss import SlotLoss, TokenDetectionLoss, expected_bins, s
 from visionllm.models.matcher import HungarianMatcher
 from visionllm.models.prompt_encoder import PromptEncoder
 from visionllm.models.serialization import PretrainedMixin, init_kwargs
+from visionllm.models.slot_refiner import SlotRefiner
 from visionllm.registry import MODELS
 from visionllm.structures import Prediction
 from visionllm.tasks import build_task
@@ -124,6 +125,11 @@ class VisionLLM(PretrainedMixin, BaseModel):
         bin_prior_slope: initial slope, in logits per bin, of the Laplace prior that a slot's seed box
             puts on its location tokens (see ``_slot_inputs``).
         learn_bin_prior: learn that slope (True) or keep it fixed.
+        slot_vertex_features: a seeded slot's location tokens also read the image tokenizer's maps at
+            their seed's points (box corners, polygon vertices) and know which pair they are
+            (``SlotRefiner``; needs ``token_loss``).
+        slot_offset_radius: R > 0: a seeded slot's location tokens also give logits over offsets -R..R
+            bins from their seed coordinate (``SlotRefiner``; needs ``token_loss``); 0: none.
     """
 
     def __init__(
@@ -152,6 +158,8 @@ class VisionLLM(PretrainedMixin, BaseModel):
         extra_questions: int = 0,
         bin_prior_slope: float = 0.22,
         learn_bin_prior: bool = True,
+        slot_vertex_features: bool = False,
+        slot_offset_radius: int = 0,
         data_preprocessor: dict | None = None,
         init_cfg: dict | None = None,
     ) -> None:
@@ -210,6 +218,20 @@ class VisionLLM(PretrainedMixin, BaseModel):
             raise ValueError(
                 f"num_slots ({num_slots}) exceeds image_tokenizer.num_queries "
                 f"({self.image_tokenizer.num_queries}): with token_loss each slot starts from its own token"
+            )
+        self.slot_refiner = None
+        if slot_vertex_features or slot_offset_radius:
+            if self.token_loss is None:
+                raise ValueError(
+                    "slot_vertex_features and slot_offset_radius refine seeds: they need token_loss"
+                )
+            self.slot_refiner = SlotRefiner(
+                self.image_tokenizer.embed_dims,
+                self.llm.hidden_size,
+                self.image_tokenizer.num_levels,
+                max_pairs=max((t.object_length - 1) // 2 for t in self.tasks.values() if isinstance(t, Task)),
+                vertex_features=slot_vertex_features,
+                offset_radius=slot_offset_radius,
             )
         if self.token_loss is None and self.image_tokenizer.two_stage:
             raise ValueError("image_tokenizer.two_stage needs token_loss: it trains the proposals it selects")
@@ -389,7 +411,12 @@ class VisionLLM(PretrainedMixin, BaseModel):
                     [self._canvas_size(data_samples[i].metainfo) for i in objects],
                 )
                 slot_logits = parallel_slot_logits(
-                    self.llm, object_tokens.embeds, object_queries, slot_inputs, slot_priors
+                    self.llm,
+                    object_tokens.embeds,
+                    object_queries,
+                    slot_inputs,
+                    slot_priors,
+                    location_offsets=self._location_offsets(seeds),
                 )
                 losses.update(self._parallel_loss(slot_logits, object_queries, object_targets, seeds))
             if "autoregressive" in self.train_modes:
@@ -593,17 +620,20 @@ class VisionLLM(PretrainedMixin, BaseModel):
         token_class_logits: list[Tensor] | None,
         queries: list[LLMQuery],
         canvas_sizes: list[int],
-    ) -> tuple[Tensor, list[Tensor] | None, list[tuple[Tensor, Tensor]] | None]:
-        """Each parallel slot's input embedding (B,N,D), prior logits (per image (N, L, V)) and seed
-        detection (per image: class probabilities (N, n), location in fractional bins (N, L-1)).
+    ) -> tuple[Tensor | list[Tensor], list[Tensor] | None, list[tuple[Tensor, Tensor]] | None]:
+        """Each parallel slot's input embeddings, prior logits (per image (N, L, V)) and seed detection
+        (per image: class probabilities (N, n), location in fractional bins (N, L-1)).
 
         With trained token detections, the N most confident visual tokens seed the N slots (in token
         order, as two-stage DETRs select their queries). A seed's embedding, mapped by
-        ``slot_seed_proj``, joins the slot's own; its detection becomes the slot's prior: its class
-        logits on the class references, and on each location token a Laplace log-density (scale
-        learnt, ``bin_prior_scale``) around the coordinate its box implies (``Task.geometry_from_boxes``).
-        The LLM's logits refine that prior, as each Deformable DETR decoder layer refines the last box.
-        Without token detections the slots are the learned embeddings alone (priors and seeds None).
+        ``slot_seed_proj``, joins the slot's own on each of its format tokens, per image (N, L, D); with
+        ``slot_vertex_features`` each location token also gets the maps' features at its seed point
+        (``SlotRefiner``). The seed's detection becomes the slot's prior: its class logits on the class
+        references, and on each location token a Laplace log-density (scale learnt,
+        ``bin_prior_scale``) around the coordinate its box implies (``Task.geometry_from_boxes``). The
+        LLM's logits refine that prior, as each Deformable DETR decoder layer refines the last box.
+        Without token detections the slots are the learned embeddings alone, (B,N,D) (priors and seeds
+        None).
         """
         slots = self.slot_embed.unsqueeze(0).expand(tokens.embeds.shape[0], -1, -1)  # (B,N,D)
         if token_class_logits is None:
@@ -633,7 +663,32 @@ class VisionLLM(PretrainedMixin, BaseModel):
             prior[:, 1:, self.vocab.bin_local_ids()] = -self.bin_prior_scale.exp() * distance
             priors.append(prior)
             detections.append((logits[index].detach().sigmoid(), coords))
-        return slots + seeds, priors, detections
+        inputs = [
+            (slot + seed).unsqueeze(1).expand(-1, q.task.object_length, -1)
+            for slot, seed, q in zip(slots, seeds, queries)
+        ]
+        if self.slot_refiner is not None:
+            points = [
+                self.vocab.dequantize(coords, canvas).view(num_slots, -1, 2).to(seeds.dtype)
+                for (_, coords), canvas in zip(detections, canvas_sizes)
+            ]
+            location_inputs = self.slot_refiner.location_inputs(tokens.feature_maps, points, tokens.canvas)
+            if location_inputs is not None:
+                inputs = [
+                    torch.cat([rows[:, :1], rows[:, 1:] + extra], 1)
+                    for rows, extra in zip(inputs, location_inputs)
+                ]
+        return inputs, priors, detections
+
+    def _location_offsets(
+        self, seeds: list[tuple[Tensor, Tensor]] | None
+    ) -> Callable[[int, Tensor], Tensor | None] | None:
+        """``parallel_slot_logits``' ``location_offsets`` from the slots' seed detections (``_slot_inputs``):
+        the refiner's logits over offsets from image i's seed coordinates; None without them."""
+        if seeds is None or self.slot_refiner is None or self.slot_refiner.offset_head is None:
+            return None
+        num_bins = self.vocab.num_bins
+        return lambda image, states: self.slot_refiner.offset_logits(states, seeds[image][1], num_bins)
 
     def _token_class_logits(self, tokens: VisualTokens, queries: list[LLMQuery]) -> list[Tensor] | None:
         """Per image (M, n) class logits of the visual tokens; None when the token loss is off (untrained)."""
@@ -853,6 +908,7 @@ class VisionLLM(PretrainedMixin, BaseModel):
                 self.max_objects,
                 slot_priors,
                 seed_locations=None if seeds is None else [coords for _, coords in seeds],
+                location_offsets=self._location_offsets(seeds),
             )
         elif mode == "autoregressive":
             decoded = decode_autoregressive(self.llm, self.grammar, tokens.embeds, queries, self.max_objects)
@@ -866,6 +922,6 @@ class VisionLLM(PretrainedMixin, BaseModel):
                 self.max_objects,
             )
         return [
-            q.task.parse(seq.token_ids, q.request, canvas, seq.token_scores)
+            q.task.parse(seq.token_ids, q.request, canvas, seq.token_scores, seq.object_boxes)
             for q, seq, canvas in zip(queries, decoded, canvas_sizes)
         ]

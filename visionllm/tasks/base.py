@@ -384,6 +384,11 @@ class Task(TaskBase):
     #: does not see (it reads the tokens), and the LLM's bins placed boxes worse than their seeds
     #: (``bench/slot_ablation.py``). Polygon tasks, whose seed is only the box's outline, take the LLM's.
     locations_from_seed: ClassVar[bool] = True
+    #: Parallel decoding reports an object's box as its seed token's box (True) rather than the extent of
+    #: the geometry the LLM wrote, as Mask R-CNN reports its box head's box beside its mask. For polygon
+    #: tasks: once the LLM's vertices left the seed's outline, their extents scored 0.39-0.43 bbox AP
+    #: against the seeds' 0.65 (docs/benchmarks.md, run 9).
+    boxes_from_seed: ClassVar[bool] = False
 
     # ---- output format ---------------------------------------------------------------------------
     @property
@@ -468,9 +473,12 @@ class Task(TaskBase):
         request: Request,
         canvas_size: int,
         token_scores: Sequence[float] | None = None,
+        object_boxes: Sequence[Sequence[float]] | None = None,
     ) -> ParseResult:
         """Walk the grammar over ``token_ids`` (global ids); never raises on the tokens themselves.
-        An object's score is ``token_scores`` at its class token (1.0 without scores)."""
+        An object's score is ``token_scores`` at its class token (1.0 without scores). ``object_boxes``
+        (optional, one xyxy box in fractional bins per class token, in order) replace the boxes the
+        objects' geometry implies, where they have an area (``boxes_from_seed``)."""
         tokens = [_as_int(token) for token in _as_token_list(token_ids)]
         scores = None if token_scores is None else [float(s) for s in _as_token_list(token_scores)]
         if scores is not None and len(scores) != len(tokens):
@@ -479,6 +487,7 @@ class Task(TaskBase):
         result = ParseResult(objects=[], dropped=Counter(), finished=False)
         object_start: int | None = None  # position of the class token of the object being read
         object_bins: list[int] = []
+        objects_read = 0  # class tokens so far: the index into ``object_boxes``
         empty_slot_left = 0  # bins still allowed in a <noobj> slot
         position = 0
         while position < len(tokens):
@@ -498,6 +507,7 @@ class Task(TaskBase):
                     if isinstance(outcome, str):
                         result.dropped[outcome] += 1
                     else:
+                        outcome = self._with_box(outcome, object_boxes, objects_read - 1, canvas_size)
                         result.objects.append(outcome)
                     object_start = None
             elif empty_slot_left and is_bin:
@@ -509,6 +519,7 @@ class Task(TaskBase):
                 break
             elif token is not None and vocab.is_class(token):
                 object_start, object_bins, empty_slot_left = position, [], 0
+                objects_read += 1
             elif token == vocab.noobj_id:
                 empty_slot_left = num_bins_per_object
             else:
@@ -518,6 +529,15 @@ class Task(TaskBase):
         if object_start is not None:
             result.dropped["truncated"] += 1
         return result
+
+    def _with_box(
+        self, obj: DetectedObject, boxes: Sequence[Sequence[float]] | None, index: int, canvas_size: int
+    ) -> DetectedObject:
+        """``obj`` with ``boxes[index]`` (fractional bins) as its box in pixels, when given and not empty."""
+        if boxes is None:
+            return obj
+        x1, y1, x2, y2 = (float(v) for v in self.vocab.dequantize(np.asarray(boxes[index]), canvas_size))
+        return replace(obj, box=(x1, y1, x2, y2)) if x2 > x1 and y2 > y1 else obj
 
     def _complete_object(
         self, class_token: int, bins: list[int], num_classes: int, canvas_size: int, score: float

@@ -78,6 +78,7 @@ class SegmentationTask(DetectionTask):
     iou_types = ("bbox", "segm")
     predicts_polygons = True
     locations_from_seed = False  # the LLM's vertices beat the seed box's outline
+    boxes_from_seed = True  # ... and the seed's box beats their extent
     #: before detection's cue: "find the dogs and outline them" asks for shapes
     cues: ClassVar[tuple[tuple[int, Cue], ...]] = ((20, SEGMENT_CUE.search),)
     templates: ClassVar[tuple[str, ...]] = (
