@@ -248,6 +248,60 @@ def test_region_inputs_are_written_over_their_placeholders(generalist):
     assert not torch.allclose(query.prompt_inputs[0], query.prompt_inputs[1])  # each box its own features
 
 
+def test_a_click_request_trains_the_tokens_on_every_object_and_the_slots_on_the_clicked_one(generalist):
+    """The tokenizer does not see the click: for "segment the object at <point>" its tokens learn every
+    annotated object as <c0> ("object"), the slots only the clicked one; a detection request's tokens
+    learn what it asks for."""
+    model = generalist
+    model.train()
+    seen = []
+    original = model.token_loss
+    model.token_loss = lambda boxes, logits, gt_boxes, gt_classes, **kw: (
+        seen.append((gt_boxes, gt_classes)) or original(boxes, logits, gt_boxes, gt_classes, **kw)
+    )
+    for name, classes in (("point_segment", None), ("detect", ["triangle"])):
+
+        def sample(annotations, rng, task=model.tasks[name], classes=classes):
+            if classes is None:
+                return task, task.sample_request(model._class_names(), annotations, rng)
+            return task, task.build_request(classes, 0)
+
+        model._sample_request = sample
+        model.loss(torch.randn(1, 3, CANVAS, CANVAS), [make_sample()])
+    del model._sample_request
+    model.token_loss = original
+    (click_boxes,), (click_classes,) = seen[0]
+    (detect_boxes,), (detect_classes,) = seen[1]
+    torch.testing.assert_close(click_boxes, make_sample().gt_instances.bboxes)  # both objects, as <c0>
+    assert click_classes.tolist() == [0, 0]
+    assert detect_boxes.tolist() == [[30.0, 30.0, 60.0, 50.0]] and detect_classes.tolist() == [0]
+
+
+def test_the_click_prior_reads_where_the_click_lies_in_each_seed_box(generalist):
+    model = generalist
+    boxes = torch.tensor([[10.0, 10.0, 30.0, 20.0], [0.0, 0.0, 4.0, 4.0]])
+    where = model._click_in_boxes((25.0, 12.5), boxes)
+    torch.testing.assert_close(where, torch.tensor([[0.5, -0.5], [11.5, 5.25]]))  # inside: both in [-1, 1]
+    # added to the seeds' class prior of a click request only
+    model.eval()
+    with torch.no_grad():
+        model.click_prior.layers[-1].bias.fill_(5.0)
+        click = model.tasks["point_segment"]
+        requests = [
+            click.build_request(click.fixed_classes, 0, points=[(20.0, 20.0)]),
+            model.tasks["segment"].request_for_eval(["object"]),
+        ]
+        queries = [model._query(model.tasks[r.task], r) for r in requests]
+        tokens = model.image_tokenizer(
+            torch.randn(1, 3, CANVAS, CANVAS).expand(2, -1, -1, -1), [r.plain_text for r in requests]
+        )
+        logits = [torch.zeros(model.image_tokenizer.num_queries, 1)] * 2
+        _, priors, _ = model._slot_inputs(tokens, logits, queries, [CANVAS, CANVAS])
+        model.click_prior.layers[-1].bias.zero_()
+    column = model.vocab.class_local_ids(1)
+    assert (priors[0][:, 0, column] == 5.0).all() and (priors[1][:, 0, column] == 0.0).all()
+
+
 def test_relative_geometry_gives_each_box_where_the_others_are():
     lone, pair = (
         torch.tensor([[0.5, 0.5, 0.2, 0.2]]),

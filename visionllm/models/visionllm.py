@@ -24,6 +24,7 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from mmdet.models.layers import MLP
 from mmdet.structures import DetDataSample
 from mmdet.structures.bbox import bbox_cxcywh_to_xyxy, bbox_overlaps
 from mmengine.model import BaseModel
@@ -233,6 +234,14 @@ class VisionLLM(PretrainedMixin, BaseModel):
                 vertex_features=slot_vertex_features,
                 offset_radius=slot_offset_radius,
             )
+        # a click's place in each seed's box -> a logit on the seed's class prior: which object was clicked
+        self.click_prior = None
+        if self.token_loss is not None and any(
+            isinstance(task, Task) and task.point_inputs for task in self.tasks.values()
+        ):
+            self.click_prior = MLP(2, 32, 1, 2)
+            nn.init.zeros_(self.click_prior.layers[-1].weight)
+            nn.init.zeros_(self.click_prior.layers[-1].bias)
         if self.token_loss is None and self.image_tokenizer.two_stage:
             raise ValueError("image_tokenizer.two_stage needs token_loss: it trains the proposals it selects")
         self.sequence_loss_weight = sequence_loss_weight
@@ -368,15 +377,19 @@ class VisionLLM(PretrainedMixin, BaseModel):
             requests.append(request)
             if isinstance(task, TextTask):
                 targets.append(task.answer(request, annotations, self._class_names()))
-                # the tokens still learn to detect: every object, over all the dataset's classes
-                boxes = np.clip(annotations.boxes, 0, annotations.canvas_size)
-                token_targets.append(
-                    (torch.as_tensor(boxes, dtype=torch.float32), torch.as_tensor(annotations.labels))
-                )
             else:
-                target = task.encode_objects(request, annotations, self._class_names())
-                targets.append(target)
-                token_targets.append((target.boxes, target.class_index))
+                targets.append(task.encode_objects(request, annotations, self._class_names()))
+            if isinstance(task, Task) and task.tokens_find_answers:
+                token_targets.append((targets[-1].boxes, targets[-1].class_index))
+            else:  # the tokens still learn to detect: every object, over the dataset's classes or as <c0>
+                boxes = np.clip(annotations.boxes, 0, annotations.canvas_size)
+                labels = torch.as_tensor(annotations.labels)
+                token_targets.append(
+                    (
+                        torch.as_tensor(boxes, dtype=torch.float32),
+                        labels if isinstance(task, TextTask) else torch.zeros_like(labels),
+                    )
+                )
         tokens = self.image_tokenizer(inputs, [r.plain_text for r in requests])
         queries = [self._query(task, request) for task, request in zip(tasks, requests)]
         self._fill_prompt_inputs(tokens, queries)
@@ -630,10 +643,11 @@ class VisionLLM(PretrainedMixin, BaseModel):
         ``slot_vertex_features`` each location token also gets the maps' features at its seed point
         (``SlotRefiner``). The seed's detection becomes the slot's prior: its class logits on the class
         references, and on each location token a Laplace log-density (scale learnt,
-        ``bin_prior_scale``) around the coordinate its box implies (``Task.geometry_from_boxes``). The
-        LLM's logits refine that prior, as each Deformable DETR decoder layer refines the last box.
-        Without token detections the slots are the learned embeddings alone, (B,N,D) (priors and seeds
-        None).
+        ``bin_prior_scale``) around the coordinate its box implies (``Task.geometry_from_boxes``). A
+        request with a click and object answers ("segment the object at <point>") adds ``click_prior`` of
+        where the click lies in each seed's box to the seed's class logits. The LLM's logits refine that
+        prior, as each Deformable DETR decoder layer refines the last box. Without token detections the
+        slots are the learned embeddings alone, (B,N,D) (priors and seeds None).
         """
         slots = self.slot_embed.unsqueeze(0).expand(tokens.embeds.shape[0], -1, -1)  # (B,N,D)
         if token_class_logits is None:
@@ -658,7 +672,12 @@ class VisionLLM(PretrainedMixin, BaseModel):
             coords = torch.as_tensor(coords, dtype=torch.float32, device=slots.device)
             logits = logits.float()  # priors join the LLM's fp32 task logits
             prior = logits.new_zeros(num_slots, q.task.object_length, self.vocab.num_tokens)
-            prior[:, 0, self.vocab.class_local_ids(len(q.request.classes)).to(prior.device)] = logits[index]
+            class_prior = logits[index]
+            if self.click_prior is not None and q.request.points:
+                class_prior = class_prior + self.click_prior(
+                    self._click_in_boxes(q.request.points[0], image_boxes[index])
+                )
+            prior[:, 0, self.vocab.class_local_ids(len(q.request.classes)).to(prior.device)] = class_prior
             distance = (bins - coords.unsqueeze(-1)).abs()  # (N, L-1, num_bins)
             prior[:, 1:, self.vocab.bin_local_ids()] = -self.bin_prior_scale.exp() * distance
             priors.append(prior)
@@ -679,6 +698,14 @@ class VisionLLM(PretrainedMixin, BaseModel):
                     for rows, extra in zip(inputs, location_inputs)
                 ]
         return inputs, priors, detections
+
+    @staticmethod
+    def _click_in_boxes(click: Sequence[float], boxes: Tensor) -> Tensor:
+        """A click (x, y) against (N,4) xyxy boxes -> (N,2) its offset from each box's centre in half-widths
+        and half-heights (inside a box iff both lie in [-1, 1]): ``click_prior``'s input."""
+        centre = (boxes[:, :2] + boxes[:, 2:]) / 2
+        half = ((boxes[:, 2:] - boxes[:, :2]) / 2).clamp(min=1.0)
+        return (boxes.new_tensor(click) - centre) / half
 
     def _location_offsets(
         self, seeds: list[tuple[Tensor, Tensor]] | None

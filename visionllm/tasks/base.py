@@ -389,6 +389,11 @@ class Task(TaskBase):
     #: tasks: once the LLM's vertices left the seed's outline, their extents scored 0.39-0.43 bbox AP
     #: against the seeds' 0.65 (docs/benchmarks.md, run 9).
     boxes_from_seed: ClassVar[bool] = False
+    #: The visual tokens learn to detect the objects a request asks for (True: they read its text). A task
+    #: whose object is picked by a click, which the tokenizer does not see, sets False: its tokens learn
+    #: every annotated object as the request's class ``<c0>``, and the click picks among them
+    #: (``VisionLLM.click_prior`` and the LLM).
+    tokens_find_answers: ClassVar[bool] = True
 
     # ---- output format ---------------------------------------------------------------------------
     @property

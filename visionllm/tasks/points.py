@@ -127,6 +127,7 @@ class PointSegmentationTask(PointTask, SegmentationTask):
     iou_types = ()
     names_kind = "none"
     fixed_classes = ("object",)
+    tokens_find_answers = False  # "object" is every object to the tokens: the click picks one
     #: before segmentation's cue: "segment what I clicked" asks for the one object
     cues: ClassVar[tuple[tuple[int, Cue], ...]] = ((18, POINT_SEGMENT_CUE.search),)
     templates: ClassVar[tuple[str, ...]] = (
