@@ -95,10 +95,8 @@ def test_objects_are_in_original_image_pixels(segmented: Prediction) -> None:
         x1, y1, x2, y2 = obj.box
         assert 0 <= x1 < x2 <= WIDTH and 0 <= y1 < y2 <= HEIGHT
         assert 0 <= obj.score <= 1 and obj.label == CLASSES.index(obj.class_name)
-        # mask and box come from the same polygon, so the mask lies within the box (to a pixel)
+        # the box is the slot's seed box (``boxes_from_seed``): the polygon may reach past it
         assert obj.mask["size"] == [HEIGHT, WIDTH] and mask_utils.area(obj.mask) > 0
-        mx, my, mw, mh = mask_utils.toBbox(obj.mask)
-        assert x1 - 1 <= mx and y1 - 1 <= my and mx + mw <= x2 + 1 and my + mh <= y2 + 1
         # the drawn polygon is the predicted one (K points), and the mask was filled from it
         [polygon] = obj.polygons
         assert polygon == obj.polygon
@@ -106,6 +104,17 @@ def test_objects_are_in_original_image_pixels(segmented: Prediction) -> None:
         assert (points >= 0).all() and (points <= [WIDTH, HEIGHT]).all()
         assert len(points) == Config.fromfile(CONFIG).model.tasks.segment.num_points
         assert polygons_to_rle([polygon], HEIGHT, WIDTH) == obj.mask
+
+
+def test_without_seeds_a_polygons_box_is_its_extent(predictor: Predictor, image_dir: Path) -> None:
+    """Autoregressive decoding has no seeds: mask and box come from the same polygon, so the mask lies
+    within the box (to a pixel)."""
+    [prediction] = predictor.predict(image_dir / "shapes.png", decode="autoregressive")
+    assert prediction.decode_mode == "autoregressive"
+    for obj in prediction.objects:
+        x1, y1, x2, y2 = obj.box
+        mx, my, mw, mh = mask_utils.toBbox(obj.mask)
+        assert x1 - 1 <= mx and y1 - 1 <= my and mx + mw <= x2 + 1 and my + mh <= y2 + 1
 
 
 def test_coco_entries(segmented: Prediction) -> None:

@@ -167,3 +167,22 @@ def test_object_boxes_replace_the_polygons_extents_in_order_of_class_tokens(segm
     assert first.box == pytest.approx((10.5, 12.5, 30.5, 40.5))  # bin k's centre is k + 0.5
     assert second.box == pytest.approx(segment.parse(tokens, request, canvas).objects[1].box)
     assert first.polygon == second.polygon  # the vertices are the tokens' either way
+
+
+def test_a_polygon_wholly_in_the_padding_is_dropped_even_with_a_box_in_the_image(segment, vocab):
+    """With ``boxes_from_seed`` the box may lie in the image while the polygon lies in the padding below
+    it: that object has no mask and is dropped; one whose polygon reaches the image is kept."""
+    canvas = vocab.num_bins  # one pixel per bin; the image is the canvas's top half
+    image_meta = dict(ori_shape=(canvas // 2, canvas), scale_factor=(1.0, 1.0))
+    below = segment.geometry_from_boxes(np.array([[10.0, canvas * 0.6, 30.0, canvas * 0.8]]), canvas)[0]
+    above = segment.geometry_from_boxes(np.array([[40.0, 10.0, 60.0, 30.0]]), canvas)[0]
+    tokens = []
+    for polygon in (below, above):
+        tokens += [vocab.class_id(0), *(vocab.bin_id(int(b)) for b in np.rint(polygon))]
+    request = segment.request_for_eval(CLASSES[:1])
+    in_image = [[10.0, 10.0, 30.0, 30.0], [40.0, 10.0, 60.0, 30.0]]
+    parsed = segment.parse([*tokens, vocab.eoo_id], request, canvas, object_boxes=in_image)
+    assert len(parsed.objects) == 2
+    prediction = Prediction.from_parsed(parsed, request, image_meta, "parallel", with_shapes=True)
+    assert len(prediction) == 1 and len(prediction.masks) == len(prediction.polygons) == 1
+    np.testing.assert_allclose(prediction.boxes[0], np.array(in_image[1]) + 0.5)

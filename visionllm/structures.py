@@ -123,8 +123,9 @@ class Prediction:
 
         ``image_meta`` is the test pipeline's metainfo: boxes and polygons are divided by its
         ``scale_factor`` = (w_scale, h_scale) and clipped to its ``ori_shape`` = (h, w); objects with no
-        area left (wholly in the padding) are dropped. ``class_names`` (the model's) give ``labels``.
-        ``with_shapes``: the task predicts polygons, which also become COCO RLE ``masks``.
+        area left (wholly in the padding: the box, or with shapes the polygon) are dropped.
+        ``class_names`` (the model's) give ``labels``. ``with_shapes``: the task predicts polygons, which
+        also become COCO RLE ``masks``.
         """
         height, width = (int(v) for v in image_meta["ori_shape"])
         sx, sy = image_meta.get("scale_factor", (1.0, 1.0))
@@ -132,14 +133,17 @@ class Prediction:
         boxes = np.asarray([o.box for o in objects], np.float64).reshape(-1, 4) / [sx, sy, sx, sy]
         boxes = np.clip(boxes, 0, [width, height, width, height])
         inside = np.flatnonzero((boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1]))
+        polygons = masks = None
+        if with_shapes:  # a polygon wholly in the padding is dropped too (its box may be a seed's)
+            points = [np.asarray(objects[i].polygon).reshape(-1, 2) / [sx, sy] for i in inside]
+            polygons = [np.clip(p, 0, [width, height]).reshape(-1).tolist() for p in points]
+            masks = [polygons_to_rle([polygon], height, width) for polygon in polygons]
+            filled = [k for k, mask in enumerate(masks) if mask_utils.area(mask) > 0]
+            inside = inside[filled]
+            polygons, masks = [polygons[k] for k in filled], [masks[k] for k in filled]
         objects = [objects[i] for i in inside]
         label_of = {name: i for i, name in enumerate(class_names)}
         class_indices = [o.class_index for o in objects]
-        polygons = masks = None
-        if with_shapes:
-            points = [np.asarray(o.polygon).reshape(-1, 2) / [sx, sy] for o in objects]
-            polygons = [np.clip(p, 0, [width, height]).reshape(-1).tolist() for p in points]
-            masks = [polygons_to_rle([polygon], height, width) for polygon in polygons]
         return cls(
             request=request.scaled(1 / sx, 1 / sy),
             decode_mode=decode_mode,
