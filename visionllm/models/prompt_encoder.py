@@ -144,6 +144,13 @@ def _batched(inputs: list[Tensor]) -> Tensor:
     )
 
 
+def sample_levels(maps: list[Tensor], points: list[Tensor], canvas: tuple[int, int]) -> Tensor:
+    """Per image, its (P_i,2) x,y points in pixels of the ``canvas`` (height, width) -> (sum P_i, levels * d):
+    the bilinear features at every point on every level of (B,d,h_l,w_l) ``maps``, concatenated."""
+    rows = _batched(points)
+    return torch.cat([sample_points(level, rows, level.shape[-1] / canvas[1]) for level in maps], 1)
+
+
 class PromptEncoder(nn.Module):
     """``<region>`` boxes and ``<point>`` clicks -> LLM-width input embeddings (module docstring).
 
@@ -198,12 +205,6 @@ class PromptEncoder(nn.Module):
         return torch.stack(
             [roi_align(level, rois, self.roi_size, level.shape[-1] / canvas[1]) for level in maps], 1
         ).flatten(1)
-
-    @staticmethod
-    def _sample(maps: list[Tensor], points: list[Tensor], canvas: tuple[int, int]) -> Tensor:
-        """(K, levels * d) features at every point of every image."""
-        rows = _batched(points)
-        return torch.cat([sample_points(level, rows, level.shape[-1] / canvas[1]) for level in maps], 1)
 
     @staticmethod
     def _normalised(boxes: Tensor, canvas: tuple[int, int]) -> Tensor:
@@ -262,7 +263,7 @@ class PromptEncoder(nn.Module):
 
     def point_features(self, maps: list[Tensor], points: list[Tensor], canvas: tuple[int, int]) -> Tensor:
         """(sum P_i, D_llm) hidden features of every image's points, as for regions."""
-        return self.point_hidden(self._sample(maps, points, canvas))
+        return self.point_hidden(sample_levels(maps, points, canvas))
 
     def region_class_features(
         self, maps: list[Tensor], boxes: list[Tensor], canvas: tuple[int, int]

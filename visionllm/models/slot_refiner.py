@@ -30,7 +30,7 @@ import torch
 from mmdet.models.layers import MLP
 from torch import Tensor, nn
 
-from visionllm.models.prompt_encoder import sample_points
+from visionllm.models.prompt_encoder import sample_levels
 
 
 class SlotRefiner(nn.Module):
@@ -83,13 +83,7 @@ class SlotRefiner(nn.Module):
                 f"a slot has {most} (x, y) pairs but the refiner was built for at most "
                 f"{self.pair_embed.num_embeddings}"
             )
-        rows = torch.cat(
-            [
-                torch.cat([points.new_full((points.numel() // 2, 1), float(i)), points.reshape(-1, 2)], 1)
-                for i, points in enumerate(seed_points)
-            ]
-        )
-        features = torch.cat([sample_points(level, rows, level.shape[-1] / canvas[1]) for level in maps], 1)
+        features = sample_levels(maps, [points.reshape(-1, 2) for points in seed_points], canvas)
         inputs = self.vertex_mlp(features).split([points.numel() // 2 for points in seed_points])
         return [
             (rows.view(*points.shape[:2], -1) + self.pair_embed.weight[: points.shape[1]]).repeat_interleave(

@@ -386,8 +386,8 @@ class Task(TaskBase):
     locations_from_seed: ClassVar[bool] = True
     #: Parallel decoding reports an object's box as its seed token's box (True) rather than the extent of
     #: the geometry the LLM wrote, as Mask R-CNN reports its box head's box beside its mask. For polygon
-    #: tasks: once the LLM's vertices left the seed's outline, their extents scored 0.39-0.43 bbox AP
-    #: against the seeds' 0.65 (docs/benchmarks.md, run 9).
+    #: tasks: once the LLM's vertices left the seed's outline, their extents scored 0.39-0.43 bbox AP,
+    #: the seeds' boxes 0.61-0.62 on the same checkpoints (docs/benchmarks.md, run 9).
     boxes_from_seed: ClassVar[bool] = False
     #: The visual tokens learn to detect the objects a request asks for (True: they read its text). A task
     #: whose object is picked by a click, which the tokenizer does not see, sets False: its tokens learn
