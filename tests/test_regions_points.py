@@ -556,6 +556,51 @@ def test_attribute_values_come_from_the_training_set():
     assert dataset_attribute_values(Annotated()) == {}
 
 
+def test_token_tags_add_the_llm_s_own_words_for_what_each_token_detects():
+    """``token_tags``: answers in words read a token that the tokenizer scores as a class with the LLM's
+    embedding of its name added, and with attribute heads that of its colour word (weighted by how surely it
+    is an object), as loud as the token; a token that shows nothing is read as it is; the LM loss reaches
+    the word embeddings through the tags; without ``token_loss`` the option is a clear error."""
+    cfg = tiny_config()
+    cfg.tasks, cfg.eval_task = dict(detect=dict(), count=dict(), color_question=dict()), "detect"
+    cfg.attribute_loss_weight, cfg.attribute_values, cfg.token_tags = 1.0, ATTRIBUTE_VALUES, True
+    torch.manual_seed(0)
+    model = MODELS.build(cfg)
+    with torch.no_grad():
+        tokens = model.image_tokenizer(torch.randn(2, 3, CANVAS, CANVAS), ["How many stars are there?"] * 2)
+    names, red = model._class_names(), ATTRIBUTE_VALUES["color"].index("red")
+    logits = torch.full((2, tokens.embeds.shape[1], len(names)), -30.0)
+    logits[0, 3, -1] = 30.0  # token 3 of image 0 is surely the last class; every other token shows nothing
+    model.image_tokenizer.class_logits = lambda features, names: list(logits)
+    words = {
+        key: model.image_tokenizer.name_features([v], tokens.embeds.device)[0]
+        for key, v in ATTRIBUTE_VALUES.items()
+    }
+    attribute_features = torch.zeros(2, tokens.embeds.shape[1], words["color"].shape[1])
+    attribute_features[0, 3] = 1e3 * words["color"][red]  # its colour head names "red"
+    model.token_attribute.forward = lambda features: attribute_features
+    tagged = model._tagged_tokens(tokens)
+    added = tagged - tokens.embeds
+    assert added[0, :3].abs().max() < 1e-6 and added[1].abs().max() < 1e-6
+    norm = tokens.embeds[0, 3].norm()
+    expected_colour = model._word_embeddings(["red"])[0]
+    sizes = model._word_embeddings(ATTRIBUTE_VALUES["size"])
+    size_weights = (attribute_features[0, 3] @ words["size"].T / attribute_features.shape[-1] ** 0.5).softmax(
+        -1
+    )
+    expected = model._word_embeddings(names[-1:])[0] + expected_colour + size_weights @ sizes
+    torch.testing.assert_close(added[0, 3], expected * norm, rtol=1e-4, atol=1e-4)
+    assert torch.allclose(added[0, 3].norm(), (expected.norm() * norm), rtol=1e-4)
+    # the word embeddings learn from what the tags make the LLM answer
+    tagged.sum().backward()
+    assert model.llm.llm.get_input_embeddings().weight.grad.abs().sum() > 0
+    model.token_tags = False
+    assert torch.equal(model._tagged_tokens(tokens), tokens.embeds)
+    cfg.token_loss = None
+    with pytest.raises(ValueError, match="token_tags needs token_loss"):
+        MODELS.build(cfg)
+
+
 def test_extra_questions_train_answers_in_words_on_images_of_other_tasks():
     """``extra_questions``: a detection-only batch still trains answers in words, each question reading
     its own image's regions, and only when asked for."""

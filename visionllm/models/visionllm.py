@@ -120,6 +120,11 @@ class VisionLLM(PretrainedMixin, BaseModel):
             attribute among ``attribute_values``' words (cross-entropy); 0 turns them off.
         attribute_values: attribute -> the words of its values, e.g. ``dict(color=["red", "blue"],
             size=["small", "large"])``; set from the training set by ``ClassNamesHook`` when None.
+        token_tags: answers in words read each visual token together with the LLM's own word embeddings of
+            what the tokenizer detects there, weighted by its probability, as Oscar's object tags: its
+            class names among the dataset's, and with ``attribute_loss_weight`` its attribute words
+            (``_tagged_tokens``). A question that names "stars" or asks "what colour" then meets words
+            it reads itself. Needs ``token_loss``.
         extra_questions: questions answered in words trained per image besides its sampled task, drawn
             from the text tasks by their weights; they read that image's visual tokens and maps (made
             for its sampled instruction), so an image teaches several answers for one tokenizer pass.
@@ -156,6 +161,7 @@ class VisionLLM(PretrainedMixin, BaseModel):
         prompt_class_samples: int = 4,
         attribute_loss_weight: float = 0.0,
         attribute_values: Mapping[str, Sequence[str]] | None = None,
+        token_tags: bool = False,
         extra_questions: int = 0,
         bin_prior_slope: float = 0.22,
         learn_bin_prior: bool = True,
@@ -258,6 +264,9 @@ class VisionLLM(PretrainedMixin, BaseModel):
             if attribute_loss_weight > 0 and token_loss is not None
             else None
         )
+        if token_tags and self.token_loss is None:
+            raise ValueError("token_tags needs token_loss: the tags are the tokens' trained detections")
+        self.token_tags = token_tags
         self.extra_questions = extra_questions
         self.class_names = list(class_names) if class_names is not None else None
         self.grammar = Grammar(self.llm.vocab.num_tokens)
@@ -445,7 +454,9 @@ class VisionLLM(PretrainedMixin, BaseModel):
                 answers + extra_answers,
             )
         if rows:
-            losses["loss_text"] = self._text_loss(tokens.embeds[rows], word_queries, answers)
+            losses["loss_text"] = self._text_loss(
+                self._tagged_tokens(tokens.select(rows)), word_queries, answers
+            )
         words = self._attribute_words(tokens.embeds.device) if self.attribute_loss_weight > 0 else None
         if self.prompt_encoder is not None:
             losses.update(self._prompt_losses(tokens, image_annotations, rng, words))
@@ -723,6 +734,38 @@ class VisionLLM(PretrainedMixin, BaseModel):
             return None
         return self.image_tokenizer.class_logits(tokens.features, self._token_class_features(tokens, queries))
 
+    def _tagged_tokens(self, tokens: VisualTokens) -> Tensor:
+        """(B,M,D) the visual tokens as answers in words read them. With
+        ``token_tags`` each token gains its tag: the LLM's input embedding of each dataset class name
+        (the mean over its word pieces, unit length) times the token's probability of that class, and
+        with attribute heads each attribute's words weighted by the token's softmax over them times its
+        top class probability (how surely it is an object), the sum scaled to the token's own norm, so
+        the tag is as loud as the token (a learned small vector was 1/200 of it and never read, run 6).
+        The probabilities are detached: the detection and attribute losses train them."""
+        visual = tokens.embeds
+        if not self.token_tags:
+            return visual
+        names = self._class_names()
+        features = self.image_tokenizer.name_features([names] * len(visual), visual.device)
+        logits = self.image_tokenizer.class_logits(tokens.features, features)  # per image (M, n)
+        probs = torch.stack(logits).detach().float().sigmoid()  # (B,M,n)
+        tags = probs @ self._word_embeddings(names)
+        if self.token_attribute is not None:
+            objectness = probs.max(-1, keepdim=True).values
+            attribute_features = self.token_attribute(tokens.features).float()  # (B,M,d)
+            scale = attribute_features.shape[-1] ** 0.5
+            for key, words in self._attribute_words(visual.device).items():
+                weights = (attribute_features @ words.float().T / scale).softmax(-1).detach()
+                tags = tags + objectness * weights @ self._word_embeddings(self.attribute_values[key])
+        return visual + (tags * visual.detach().norm(dim=-1, keepdim=True)).to(visual.dtype)
+
+    def _word_embeddings(self, words: Sequence[str]) -> Tensor:
+        """(n, D) float32 unit vectors: each word's (or name's) mean LLM input embedding over its pieces."""
+        device = self.slot_embed.device
+        pieces = [self.vocab.tokenizer(word, add_special_tokens=False).input_ids for word in words]
+        means = [self.llm.embed(torch.as_tensor(ids, device=device)).float().mean(0) for ids in pieces]
+        return F.normalize(torch.stack(means), dim=-1)
+
     @staticmethod
     def _token_boxes(tokens: VisualTokens) -> Tensor:
         """(B,M,4) the visual tokens' boxes as fp32 xyxy pixels of the padded input (no gradient)."""
@@ -893,7 +936,7 @@ class VisionLLM(PretrainedMixin, BaseModel):
             word_queries = [queries[i] for i in words]
             answers = decode_text(
                 self.llm,
-                tokens.embeds[words],
+                self._tagged_tokens(tokens.select(words)),
                 word_queries,
                 max(q.task.max_answer_tokens for q in word_queries),
             )
