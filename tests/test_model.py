@@ -11,7 +11,7 @@ from mmengine.config import Config
 from mmengine.structures import InstanceData
 
 from tests.conftest import REPO
-from visionllm.models.decoding import decode_parallel, parallel_slot_logits
+from visionllm.models.decoding import decode_parallel, parallel_slot_logits, per_token
 from visionllm.models.image_tokenizer import anchor_boxes, refine
 from visionllm.models.visionllm import VisionLLM
 from visionllm.registry import MODELS, register_all_modules
@@ -406,13 +406,14 @@ def test_parallel_slots_of_a_mixed_batch_equal_each_image_alone(model):
     ]
     queries = [model._query(model.tasks[r.task], r) for r in requests]
     visual = torch.randn(len(queries), model.image_tokenizer.num_queries, model.llm.hidden_size)
-    slots = torch.randn(len(queries), model.slot_embed.shape[0], model.llm.hidden_size) * 0.02
+    slot_rows = torch.randn(len(queries), model.slot_embed.shape[0], model.llm.hidden_size) * 0.02
+    slots = [per_token(rows, q.task.object_length) for rows, q in zip(slot_rows, queries)]
     lengths = []
     handle = model.llm.register_forward_hook(lambda module, args, out: lengths.append(args[0].shape[:2]))
     with torch.no_grad():
         batched = parallel_slot_logits(model.llm, visual, queries, slots)
         handle.remove()
-        num_slots = slots.shape[1]
+        num_slots = slot_rows.shape[1]
         expected = {
             name: max(
                 len(q.prompt_ids) + num_slots * q.task.object_length for q in queries if q.task.name == name
@@ -422,7 +423,7 @@ def test_parallel_slots_of_a_mixed_batch_equal_each_image_alone(model):
         assert lengths == [(1, expected["segment"]), (2, expected["detect"])]
         for i, query in enumerate(queries):
             (alone,) = parallel_slot_logits(model.llm, visual[i : i + 1], [query], slots[i : i + 1])
-            assert batched[i].shape == (slots.shape[1], query.task.object_length, model.vocab.num_tokens)
+            assert batched[i].shape == (num_slots, query.task.object_length, model.vocab.num_tokens)
             torch.testing.assert_close(batched[i], alone, atol=1e-4, rtol=1e-4)
 
 
@@ -434,8 +435,11 @@ def test_parallel_decoding_writes_boxes_from_the_seeds_and_polygons_from_the_llm
     requests = [model.tasks[name].request_for_eval(CLASSES) for name in ("detect", "segment")]
     queries = [model._query(model.tasks[r.task], r) for r in requests]
     visual = torch.randn(2, model.image_tokenizer.num_queries, model.llm.hidden_size)
-    slots = torch.randn(2, model.slot_embed.shape[0], model.llm.hidden_size) * 0.02
-    seeds = [torch.full((slots.shape[1], q.task.object_length - 1), 7.2) for q in queries]
+    num_slots = model.slot_embed.shape[0]
+    slots = [
+        per_token(torch.randn(num_slots, model.llm.hidden_size) * 0.02, q.task.object_length) for q in queries
+    ]
+    seeds = [torch.full((num_slots, q.task.object_length - 1), 7.2) for q in queries]
     with torch.no_grad():
         from_seeds = decode_parallel(
             model.llm, model.grammar, visual, queries, slots, 3, seed_locations=seeds
@@ -461,7 +465,9 @@ def test_parallel_polygons_report_their_seeds_boxes(model):
         for q in queries
     ]
     visual = torch.randn(2, model.image_tokenizer.num_queries, model.llm.hidden_size)
-    slots = torch.randn(2, num_slots, model.llm.hidden_size) * 0.02
+    slots = [
+        per_token(torch.randn(num_slots, model.llm.hidden_size) * 0.02, q.task.object_length) for q in queries
+    ]
     with torch.no_grad():
         polygons, detections = decode_parallel(
             model.llm, model.grammar, visual, queries, slots, 3, seed_locations=seeds

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from tests.test_model import CANVAS, CLASSES, make_sample, tiny_config
-from visionllm.models.decoding import decode_parallel
+from visionllm.models.decoding import decode_parallel, per_token
 from visionllm.models.slot_refiner import SlotRefiner
 from visionllm.registry import MODELS
 
@@ -94,7 +94,7 @@ def test_parallel_polygons_follow_the_offsets(refined):
             refined.grammar,
             visual,
             [query],
-            refined.slot_embed.unsqueeze(0),
+            [per_token(refined.slot_embed, query.task.object_length)],
             num_slots,
             location_offsets=refined._location_offsets([(None, seeds)]),
         )

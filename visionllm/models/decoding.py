@@ -17,7 +17,7 @@ answer ends at the last position and position ids count only real tokens.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -132,21 +132,27 @@ def embed_batch(
     return embeds, mask, position_ids
 
 
+def per_token(slot_inputs: Tensor, length: int) -> Tensor:
+    """(N,D) one input per slot -> (N,L,D) the same on each of its ``length`` format tokens (a view)."""
+    return slot_inputs.unsqueeze(1).expand(-1, length, -1)
+
+
 def parallel_slot_logits(
     llm: LanguageModel,
     visual_tokens: Tensor,
     queries: list[LLMQuery],
-    slot_inputs: Tensor | list[Tensor],
+    slot_inputs: Sequence[Tensor],
     slot_priors: list[Tensor] | None = None,
     location_offsets: Callable[[int, Tensor], Tensor | None] | None = None,
 ) -> list[Tensor]:
     """Prompt + N format-token slots through the LLM; returns per image (N, L, V) task logits.
 
-    ``slot_inputs`` are added to the slots' format tokens: (B,N,D), the same on each of a slot's tokens,
-    or per image (N,L,D), one per token. ``slot_priors`` (per image (N, L, V), optional) are logits added
-    to the slots' outputs: what each slot's seed token already says about its object, which the LLM
-    refines. ``location_offsets`` (optional) maps an image's index and its slots' location-token states
-    (N, L-1, D) to logits (N, L-1, num_bins) added on the bins, or None (``SlotRefiner.offset_logits``).
+    ``slot_inputs`` are added to the slots' format tokens: per image (N,L,D), one per token
+    (``per_token`` repeats one input over a slot's L tokens). ``slot_priors`` (per image (N, L, V),
+    optional) are logits added to the slots' outputs: what each slot's seed token already says about its
+    object, which the LLM refines. ``location_offsets`` (optional) maps an image's index and its slots'
+    location-token states (N, L-1, D) to logits (N, L-1, num_bins) added on the bins, or None
+    (``SlotRefiner.offset_logits``).
 
     Images are batched by task, one forward pass per task: slot lengths differ by task (5 tokens for a
     box, 33 for a 16-point polygon), and padding a box request to a polygon request's N x 33 slot
@@ -163,8 +169,7 @@ def parallel_slot_logits(
         sequences, extras = [], []
         for i in indices:
             sequences.append(queries[i].prompt_ids + queries[i].task.format_token_ids.tolist() * num_slots)
-            inputs = slot_inputs[i]  # (N,L,D) or (N,D)
-            extras.append(inputs.flatten(0, 1) if inputs.dim() == 3 else inputs.repeat_interleave(length, 0))
+            extras.append(slot_inputs[i].flatten(0, 1))
         embeds, mask, positions = embed_batch(
             llm, visual_tokens[indices], sequences, extras, [queries[i].prompt_inputs for i in indices]
         )
@@ -194,7 +199,7 @@ def decode_parallel(
     grammar: Grammar,
     visual_tokens: Tensor,
     queries: list[LLMQuery],
-    slot_inputs: Tensor | list[Tensor],
+    slot_inputs: Sequence[Tensor],
     max_objects: int,
     slot_priors: list[Tensor] | None = None,
     seed_locations: list[Tensor] | None = None,

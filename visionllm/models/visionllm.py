@@ -40,6 +40,7 @@ from visionllm.models.decoding import (
     decode_tokens,
     embed_batch,
     parallel_slot_logits,
+    per_token,
 )
 from visionllm.models.image_tokenizer import LanguageGuidedImageTokenizer, VisualTokens
 from visionllm.models.llm import LanguageModel
@@ -644,13 +645,14 @@ class VisionLLM(PretrainedMixin, BaseModel):
         token_class_logits: list[Tensor] | None,
         queries: list[LLMQuery],
         canvas_sizes: list[int],
-    ) -> tuple[Tensor | list[Tensor], list[Tensor] | None, list[tuple[Tensor, Tensor]] | None]:
-        """Each parallel slot's input embeddings, prior logits (per image (N, L, V)) and seed detection
-        (per image: class probabilities (N, n), location in fractional bins (N, L-1)).
+    ) -> tuple[list[Tensor], list[Tensor] | None, list[tuple[Tensor, Tensor]] | None]:
+        """Each parallel slot's input embeddings on each of its format tokens (per image (N, L, D)), prior
+        logits (per image (N, L, V)) and seed detection (per image: class probabilities (N, n), location
+        in fractional bins (N, L-1)).
 
         With trained token detections, the N most confident visual tokens seed the N slots (in token
         order, as two-stage DETRs select their queries). A seed's embedding, mapped by
-        ``slot_seed_proj``, joins the slot's own on each of its format tokens, per image (N, L, D); with
+        ``slot_seed_proj``, joins the slot's own on each of its format tokens; with
         ``slot_vertex_features`` each location token also gets the maps' features at its seed point
         (``SlotRefiner``). The seed's detection becomes the slot's prior: its class logits on the class
         references, and on each location token a Laplace log-density (scale learnt,
@@ -658,11 +660,11 @@ class VisionLLM(PretrainedMixin, BaseModel):
         request with a click and object answers ("segment the object at <point>") adds ``click_prior`` of
         where the click lies in each seed's box to the seed's class logits. The LLM's logits refine that
         prior, as each Deformable DETR decoder layer refines the last box. Without token detections the
-        slots are the learned embeddings alone, (B,N,D) (priors and seeds None).
+        slots are the learned embeddings alone (priors and seeds None).
         """
         slots = self.slot_embed.unsqueeze(0).expand(tokens.embeds.shape[0], -1, -1)  # (B,N,D)
         if token_class_logits is None:
-            return slots, None, None
+            return [per_token(slot, q.task.object_length) for slot, q in zip(slots, queries)], None, None
         num_slots = slots.shape[1]
         chosen = torch.stack(
             [
@@ -694,8 +696,7 @@ class VisionLLM(PretrainedMixin, BaseModel):
             priors.append(prior)
             detections.append((logits[index].detach().sigmoid(), coords))
         inputs = [
-            (slot + seed).unsqueeze(1).expand(-1, q.task.object_length, -1)
-            for slot, seed, q in zip(slots, seeds, queries)
+            per_token(slot + seed, q.task.object_length) for slot, seed, q in zip(slots, seeds, queries)
         ]
         if self.slot_refiner is not None:
             points = [
