@@ -556,14 +556,15 @@ def test_attribute_values_come_from_the_training_set():
     assert dataset_attribute_values(Annotated()) == {}
 
 
-def test_token_tags_add_the_llm_s_own_words_for_what_each_token_detects():
-    """``token_tags``: answers in words read a token that the tokenizer scores as a class with the LLM's
+def test_word_tags_add_the_llm_s_own_words_for_what_each_token_detects():
+    """``word_tags``: answers in words read a token that the tokenizer scores as a class with the LLM's
     embedding of its name added, and with attribute heads that of its colour word (weighted by how surely it
     is an object), as loud as the token; a token that shows nothing is read as it is; the LM loss reaches
     the word embeddings through the tags; without ``token_loss`` the option is a clear error."""
     cfg = tiny_config()
-    cfg.tasks, cfg.eval_task = dict(detect=dict(), count=dict(), color_question=dict()), "detect"
-    cfg.attribute_loss_weight, cfg.attribute_values, cfg.token_tags = 1.0, ATTRIBUTE_VALUES, True
+    cfg.tasks = dict(detect=dict(), count=dict(), color_question=dict(), region_classify=dict())
+    cfg.eval_task = "detect"
+    cfg.attribute_loss_weight, cfg.attribute_values, cfg.word_tags = 1.0, ATTRIBUTE_VALUES, True
     torch.manual_seed(0)
     model = MODELS.build(cfg)
     with torch.no_grad():
@@ -594,10 +595,29 @@ def test_token_tags_add_the_llm_s_own_words_for_what_each_token_detects():
     # the word embeddings learn from what the tags make the LLM answer
     tagged.sum().backward()
     assert model.llm.llm.get_input_embeddings().weight.grad.abs().sum() > 0
-    model.token_tags = False
+    # a region's input is tagged from its own class features (softmax over the names) and attributes
+    name_features = model.image_tokenizer.name_features([names], tokens.embeds.device)[0]
+    inputs = torch.randn(1, tokens.embeds.shape[-1])
+    with torch.no_grad():
+        added = model._tag_prompt(inputs, 1e3 * name_features[:1], None) - inputs
+    torch.testing.assert_close(
+        added[0], model._word_embeddings(names[:1])[0] * inputs.norm(), rtol=1e-4, atol=1e-4
+    )
+    seen = []
+    boxes = [torch.tensor([[4.0, 4.0, 30.0, 30.0]])]
+    with torch.no_grad():
+        plain = model.prompt_encoder.regions(tokens.feature_maps, boxes, tokens.canvas)
+        tagged_regions = model.prompt_encoder.regions(
+            tokens.feature_maps, boxes, tokens.canvas, lambda x, c, a: seen.append((c, a)) or x + 1
+        )
+        class_features = model.prompt_encoder.region_class_features(tokens.feature_maps, boxes, tokens.canvas)
+    torch.testing.assert_close(tagged_regions[0], plain[0] + 1)
+    torch.testing.assert_close(seen[0][0], class_features[0])
+    assert seen[0][1] is not None and seen[0][1].shape == class_features[0].shape
+    model.word_tags = False
     assert torch.equal(model._tagged_tokens(tokens), tokens.embeds)
     cfg.token_loss = None
-    with pytest.raises(ValueError, match="token_tags needs token_loss"):
+    with pytest.raises(ValueError, match="word_tags needs token_loss"):
         MODELS.build(cfg)
 
 

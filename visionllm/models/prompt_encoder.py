@@ -46,6 +46,7 @@ plain loop.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -58,6 +59,10 @@ from visionllm.compat import mmcv_has_compiled_ops
 #: the sine encodings' frequencies fall from 2 pi to 2 pi / temperature per canvas width: at a 7B LLM's
 #: width and at the tiny one's alike, several of them turn by a readable angle over the canvas
 POSITION_TEMPERATURE = 20
+
+
+#: (inputs (K, D_llm), class features (K, d), attribute features (K, d) or None) -> tagged inputs (K, D_llm)
+Tagger = Callable[[Tensor, Tensor, Tensor | None], Tensor]
 
 
 def roi_align(
@@ -213,14 +218,20 @@ class PromptEncoder(nn.Module):
         x1, y1, x2, y2 = (boxes / boxes.new_tensor([width, height, width, height])).unbind(-1)
         return torch.stack([(x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1], -1)
 
-    def regions(self, maps: list[Tensor], boxes: list[Tensor], canvas: tuple[int, int]) -> list[Tensor]:
-        """Per request, its boxes (R_i,4) xyxy model-input pixels -> (R_i, D_llm) embeddings."""
+    def regions(
+        self, maps: list[Tensor], boxes: list[Tensor], canvas: tuple[int, int], tag: Tagger | None = None
+    ) -> list[Tensor]:
+        """Per request, its boxes (R_i,4) xyxy model-input pixels -> (R_i, D_llm) embeddings; ``tag``
+        (optional) rewrites them from their class and attribute features (``VisionLLM``'s word tags)."""
         counts = [len(b) for b in boxes]
         if not sum(counts):
             return [maps[0].new_zeros(0, self.llm_dims) for _ in boxes]
         hidden = self.region_features(maps, boxes, canvas)
-        geometry = self.region_geometry(boxes, canvas, hidden.dtype)
-        return list((self.region_out(hidden) + geometry).split(counts))
+        inputs = self.region_out(hidden) + self.region_geometry(boxes, canvas, hidden.dtype)
+        if tag is not None:
+            attributes = None if self.region_attribute is None else self.region_attribute(hidden)
+            inputs = tag(inputs, self.region_class(hidden), attributes)
+        return list(inputs.split(counts))
 
     def region_geometry(
         self, boxes: list[Tensor], canvas: tuple[int, int], dtype: torch.dtype = torch.float32
@@ -234,8 +245,11 @@ class PromptEncoder(nn.Module):
         encoding = self.geometry_encoding(geometry)
         return encoding + self.region_position(encoding)
 
-    def points(self, maps: list[Tensor], points: list[Tensor], canvas: tuple[int, int]) -> list[Tensor]:
-        """Per request, its points (P_i,2) x,y model-input pixels -> (P_i, D_llm) embeddings."""
+    def points(
+        self, maps: list[Tensor], points: list[Tensor], canvas: tuple[int, int], tag: Tagger | None = None
+    ) -> list[Tensor]:
+        """Per request, its points (P_i,2) x,y model-input pixels -> (P_i, D_llm) embeddings (``tag`` as
+        for ``regions``)."""
         counts = [len(p) for p in points]
         if not sum(counts):
             return [maps[0].new_zeros(0, self.llm_dims) for _ in points]
@@ -243,7 +257,11 @@ class PromptEncoder(nn.Module):
         height, width = canvas
         xy = torch.cat(points).to(hidden.dtype) / hidden.new_tensor([width, height])
         encoding = self.geometry_encoding([xy])
-        return list((self.point_out(hidden) + encoding + self.point_position(encoding)).split(counts))
+        inputs = self.point_out(hidden) + encoding + self.point_position(encoding)
+        if tag is not None:
+            attributes = None if self.point_attribute is None else self.point_attribute(hidden)
+            inputs = tag(inputs, self.point_class(hidden), attributes)
+        return list(inputs.split(counts))
 
     def geometry_encoding(self, coordinates: list[Tensor]) -> Tensor:
         """(K, 2 or 4) coordinate groups (canvas fractions, relative offsets, log ratios) -> (K, D_llm) sine

@@ -121,11 +121,12 @@ class VisionLLM(PretrainedMixin, BaseModel):
             attribute among ``attribute_values``' words (cross-entropy); 0 turns them off.
         attribute_values: attribute -> the words of its values, e.g. ``dict(color=["red", "blue"],
             size=["small", "large"])``; set from the training set by ``ClassNamesHook`` when None.
-        token_tags: answers in words read each visual token together with the LLM's own word embeddings of
-            what the tokenizer detects there, weighted by its probability, as Oscar's object tags: its
-            class names among the dataset's, and with ``attribute_loss_weight`` its attribute words
-            (``_tagged_tokens``). A question that names "stars" or asks "what colour" then meets words
-            it reads itself. Needs ``token_loss``.
+        word_tags: the LLM reads each visual token (in answers in words) and each region and point
+            input together with its own word embeddings of what the model's heads name there, weighted
+            by their probabilities, as Oscar's object tags: the dataset class names (the tokens'
+            detections, the inputs' class features), and with ``attribute_loss_weight`` the attribute
+            words (``_tag``). A question that names "stars" or asks "what colour" then meets words the
+            LLM reads itself, and "what is <region>?" can copy one. Needs ``token_loss``.
         extra_questions: questions answered in words trained per image besides its sampled task, drawn
             from the text tasks by their weights; they read that image's visual tokens and maps (made
             for its sampled instruction), so an image teaches several answers for one tokenizer pass.
@@ -162,7 +163,7 @@ class VisionLLM(PretrainedMixin, BaseModel):
         prompt_class_samples: int = 4,
         attribute_loss_weight: float = 0.0,
         attribute_values: Mapping[str, Sequence[str]] | None = None,
-        token_tags: bool = False,
+        word_tags: bool = False,
         extra_questions: int = 0,
         bin_prior_slope: float = 0.22,
         learn_bin_prior: bool = True,
@@ -265,9 +266,9 @@ class VisionLLM(PretrainedMixin, BaseModel):
             if attribute_loss_weight > 0 and token_loss is not None
             else None
         )
-        if token_tags and self.token_loss is None:
-            raise ValueError("token_tags needs token_loss: the tags are the tokens' trained detections")
-        self.token_tags = token_tags
+        if word_tags and self.token_loss is None:
+            raise ValueError("word_tags needs token_loss: the tokens' tags are their trained detections")
+        self.word_tags = word_tags
         self.extra_questions = extra_questions
         self.class_names = list(class_names) if class_names is not None else None
         self.grammar = Grammar(self.llm.vocab.num_tokens)
@@ -602,15 +603,12 @@ class VisionLLM(PretrainedMixin, BaseModel):
         if self.prompt_encoder is None:
             raise ValueError("this model takes no region or point inputs: none of its tasks asks for them")
         device = tokens.embeds.device
+        tag = self._tag_prompt if self.word_tags else None
         regions = self.prompt_encoder.regions(
-            tokens.feature_maps,
-            [_rows(r.regions, 4, device) for r in requests],
-            tokens.canvas,
+            tokens.feature_maps, [_rows(r.regions, 4, device) for r in requests], tokens.canvas, tag
         )
         points = self.prompt_encoder.points(
-            tokens.feature_maps,
-            [_rows(r.points, 2, device) for r in requests],
-            tokens.canvas,
+            tokens.feature_maps, [_rows(r.points, 2, device) for r in requests], tokens.canvas, tag
         )
         for query, region_rows, point_rows in zip(queries, regions, points):
             order = _PLACEHOLDER.findall(query.request.text)
@@ -736,29 +734,43 @@ class VisionLLM(PretrainedMixin, BaseModel):
         return self.image_tokenizer.class_logits(tokens.features, self._token_class_features(tokens, queries))
 
     def _tagged_tokens(self, tokens: VisualTokens) -> Tensor:
-        """(B,M,D) the visual tokens as answers in words read them. With
-        ``token_tags`` each token gains its tag: the LLM's input embedding of each dataset class name
-        (the mean over its word pieces, unit length) times the token's probability of that class, and
-        with attribute heads each attribute's words weighted by the token's softmax over them times its
-        top class probability (how surely it is an object), the sum scaled to the token's own norm, so
-        the tag is as loud as the token (a learned small vector was 1/200 of it and never read, run 6).
-        The probabilities are detached: the detection and attribute losses train them."""
-        visual = tokens.embeds
-        if not self.token_tags:
-            return visual
-        names = self._class_names()
-        features = self.image_tokenizer.name_features([names] * len(visual), visual.device)
+        """(B,M,D) the visual tokens as answers in words read them: with ``word_tags``, each tagged
+        (``_tag``) with its class probabilities (sigmoid of its class logits against the dataset's names,
+        as the token loss trains them) and its attribute features."""
+        if not self.word_tags:
+            return tokens.embeds
+        features = self.image_tokenizer.name_features(
+            [self._class_names()] * len(tokens.embeds), tokens.embeds.device
+        )
         logits = self.image_tokenizer.class_logits(tokens.features, features)  # per image (M, n)
-        probs = torch.stack(logits).detach().float().sigmoid()  # (B,M,n)
-        tags = probs @ self._word_embeddings(names)
-        if self.token_attribute is not None:
+        attributes = None if self.token_attribute is None else self.token_attribute(tokens.features)
+        return self._tag(tokens.embeds, torch.stack(logits).sigmoid(), attributes)
+
+    def _tag_prompt(
+        self, inputs: Tensor, class_features: Tensor, attribute_features: Tensor | None
+    ) -> Tensor:
+        """(K, D) region or point inputs tagged (``_tag``) with their class probabilities (softmax of their
+        class features against the dataset's names, as ``loss_prompt_class`` trains them)."""
+        names = self.image_tokenizer.name_features([self._class_names()], inputs.device)[0]
+        probs = (class_features @ names.T / class_features.shape[-1] ** 0.5).softmax(-1)
+        return self._tag(inputs, probs, attribute_features)
+
+    def _tag(self, inputs: Tensor, class_probs: Tensor, attribute_features: Tensor | None) -> Tensor:
+        """``inputs`` (..., D) plus their word tags: the LLM's input embedding of each dataset class name
+        (the mean over its word pieces, unit length) weighted by ``class_probs`` (..., n), and, given
+        attribute features (..., d), each attribute's words weighted by their softmax times the top class
+        probability (how surely it is an object); the sum scaled to each input's own norm, so the tag
+        is as loud as the input (a learned small vector was 1/200 of a token and never read, run 6).
+        The probabilities are detached: the heads' own losses train them."""
+        probs = class_probs.detach().float()
+        tags = probs @ self._word_embeddings(self._class_names())
+        if attribute_features is not None:
             objectness = probs.max(-1, keepdim=True).values
-            attribute_features = self.token_attribute(tokens.features).float()  # (B,M,d)
             scale = attribute_features.shape[-1] ** 0.5
-            for key, words in self._attribute_words(visual.device).items():
-                weights = (attribute_features @ words.float().T / scale).softmax(-1).detach()
+            for key, words in self._attribute_words(inputs.device).items():
+                weights = (attribute_features.float() @ words.float().T / scale).softmax(-1).detach()
                 tags = tags + objectness * weights @ self._word_embeddings(self.attribute_values[key])
-        return visual + (tags * visual.detach().norm(dim=-1, keepdim=True)).to(visual.dtype)
+        return inputs + (tags * inputs.detach().norm(dim=-1, keepdim=True)).to(inputs.dtype)
 
     def _word_embeddings(self, words: Sequence[str]) -> Tensor:
         """(n, D) float32 unit vectors: each word's (or name's) mean LLM input embedding over its pieces."""
