@@ -14,10 +14,13 @@ Both run at once, one torch thread each (same conditions; the machine's 2 cores)
     python datasets/split_coco.py ../shared/data/coco128/annotations/instances_train2017.json \\
         data/coco128_heldout --split datasets/splits/coco128_val26.json
     python bench/region_probe.py --minutes 20 --out bench/results/region_probe_coco128.json
+
+``--cfg-options k=v ...`` changes the config for both (the model's options reach only the VisionLLM run).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -27,7 +30,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from mmengine.config import Config
+from mmengine.config import Config, DictAction
 from mmengine.dataset import Compose
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/common.py, also when loaded by file path
@@ -121,8 +124,19 @@ def main() -> None:
     parser.add_argument("--split-dir", type=Path, default=REPO / "data" / "coco128_heldout")
     parser.add_argument("--work-dir", type=Path, default=REPO / "work_dirs" / "coco128_regions")
     parser.add_argument("--out", type=Path)
+    parser.add_argument(
+        "--cfg-options",
+        nargs="+",
+        default=[],
+        metavar="K=V",
+        help="override config keys (both runs read them)",
+    )
     args = parser.parse_args()
     cfg = Config.fromfile(str(CONFIG))
+    if args.cfg_options:
+        parsed = argparse.Namespace()
+        DictAction(option_strings=[], dest="options")(parser, parsed, args.cfg_options)
+        cfg.merge_from_dict(parsed.options)
     cfg.data_root = str(REPO / cfg.data_root)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     command = [
@@ -133,6 +147,8 @@ def main() -> None:
         str(args.work_dir),
     ]
     command += ["--time-budget", str(args.minutes), "--val-every", str(args.minutes / 2)]
+    if args.cfg_options:
+        command += ["--cfg-options", *args.cfg_options]
     model_run = subprocess.Popen(
         command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
