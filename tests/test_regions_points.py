@@ -580,7 +580,8 @@ def test_word_tags_add_the_llm_s_own_words_for_what_each_token_detects():
     attribute_features = torch.zeros(2, tokens.embeds.shape[1], words["color"].shape[1])
     attribute_features[0, 3] = 1e3 * words["color"][red]  # its colour head names "red"
     model.token_attribute.forward = lambda features: attribute_features
-    tagged = model._tagged_tokens(tokens)
+    tag_words = model._tag_words(tokens.embeds.device)
+    tagged = model._tagged_tokens(tokens.embeds, tokens.features, tag_words)
     added = tagged - tokens.embeds
     assert added[0, :3].abs().max() < 1e-6 and added[1].abs().max() < 1e-6
     norm = tokens.embeds[0, 3].norm()
@@ -599,7 +600,7 @@ def test_word_tags_add_the_llm_s_own_words_for_what_each_token_detects():
     name_features = model.image_tokenizer.name_features([names], tokens.embeds.device)[0]
     inputs = torch.randn(1, tokens.embeds.shape[-1])
     with torch.no_grad():
-        added = model._tag_prompt(inputs, 1e3 * name_features[:1], None) - inputs
+        added = model._tag_prompt(inputs, 1e3 * name_features[:1], None, tag_words) - inputs
     torch.testing.assert_close(
         added[0], model._word_embeddings(names[:1])[0] * inputs.norm(), rtol=1e-4, atol=1e-4
     )
@@ -615,7 +616,8 @@ def test_word_tags_add_the_llm_s_own_words_for_what_each_token_detects():
     torch.testing.assert_close(seen[0][0], class_features[0])
     assert seen[0][1] is not None and seen[0][1].shape == class_features[0].shape
     model.word_tags = False
-    assert torch.equal(model._tagged_tokens(tokens), tokens.embeds)
+    assert model._tag_words(tokens.embeds.device) is None
+    assert torch.equal(model._tagged_tokens(tokens.embeds, tokens.features, None), tokens.embeds)
     cfg.token_loss = None
     with pytest.raises(ValueError, match="word_tags needs token_loss"):
         MODELS.build(cfg)

@@ -20,6 +20,8 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import torch
@@ -77,6 +79,17 @@ def check_decode_mode(mode: str, has_token_loss: bool) -> None:
         raise ValueError(f"decode mode '{mode}' is not one of {DECODE_MODES}")
     if mode == "tokens" and not has_token_loss:
         raise ValueError("decode mode 'tokens' needs token_loss: untrained tokens detect nothing")
+
+
+@dataclass
+class TagWords:
+    """What ``word_tags`` tags with (``VisionLLM._tag``): the dataset class names' text features (n, d),
+    which tokens and inputs are scored against, and their LLM word embeddings (n, D, unit rows); per
+    attribute, its value words' text features (v, d) and LLM word embeddings (v, D)."""
+
+    name_features: Tensor
+    name_embeddings: Tensor
+    attributes: list[tuple[Tensor, Tensor]]
 
 
 @MODELS.register_module()
@@ -403,7 +416,8 @@ class VisionLLM(PretrainedMixin, BaseModel):
                 )
         tokens = self.image_tokenizer(inputs, [r.plain_text for r in requests])
         queries = [self._query(task, request) for task, request in zip(tasks, requests)]
-        self._fill_prompt_inputs(tokens, queries)
+        tag_words = self._tag_words(inputs.device)
+        self._fill_prompt_inputs(tokens, queries, tag_words)
         token_class_logits = None
         losses: dict[str, Tensor] = {}
         if self.token_loss is not None:
@@ -449,7 +463,9 @@ class VisionLLM(PretrainedMixin, BaseModel):
                 )
         rows, word_queries, answers = words, [queries[i] for i in words], [targets[i] for i in words]
         if self.extra_questions:
-            extra_rows, extra_queries, extra_answers = self._extra_questions(tokens, image_annotations, rng)
+            extra_rows, extra_queries, extra_answers = self._extra_questions(
+                tokens, image_annotations, rng, tag_words
+            )
             rows, word_queries, answers = (
                 rows + extra_rows,
                 word_queries + extra_queries,
@@ -457,7 +473,9 @@ class VisionLLM(PretrainedMixin, BaseModel):
             )
         if rows:
             losses["loss_text"] = self._text_loss(
-                self._tagged_tokens(tokens.select(rows)), word_queries, answers
+                self._tagged_tokens(tokens.embeds[rows], tokens.features[rows], tag_words),
+                word_queries,
+                answers,
             )
         words = self._attribute_words(tokens.embeds.device) if self.attribute_loss_weight > 0 else None
         if self.prompt_encoder is not None:
@@ -467,10 +485,14 @@ class VisionLLM(PretrainedMixin, BaseModel):
         return losses
 
     def _extra_questions(
-        self, tokens: VisualTokens, annotations: list[ImageAnnotations], rng: np.random.Generator
+        self,
+        tokens: VisualTokens,
+        annotations: list[ImageAnnotations],
+        rng: np.random.Generator,
+        tag_words: TagWords | None = None,
     ) -> tuple[list[int], list[LLMQuery], list[str]]:
         """``extra_questions`` text-task requests per image, with their inputs filled from that image's
-        maps: (image row of each, its query, its answer)."""
+        maps (tagged with ``tag_words``): (image row of each, its query, its answer)."""
         text_tasks = [name for name, task in self.tasks.items() if isinstance(task, TextTask)]
         rows, queries, answers = [], [], []
         if not text_tasks:
@@ -485,7 +507,7 @@ class VisionLLM(PretrainedMixin, BaseModel):
                 queries.append(self._query(task, request))
                 answers.append(task.answer(request, image, self._class_names()))
         if rows:
-            self._fill_prompt_inputs(tokens.select(rows), queries)
+            self._fill_prompt_inputs(tokens.select(rows), queries, tag_words)
         return rows, queries, answers
 
     def _prompt_losses(
@@ -594,16 +616,18 @@ class VisionLLM(PretrainedMixin, BaseModel):
         words = [i for i, q in enumerate(queries) if isinstance(q.task, TextTask)]
         return [i for i in range(len(queries)) if i not in words], words
 
-    def _fill_prompt_inputs(self, tokens: VisualTokens, queries: list[LLMQuery]) -> None:
+    def _fill_prompt_inputs(
+        self, tokens: VisualTokens, queries: list[LLMQuery], tag_words: TagWords | None = None
+    ) -> None:
         """Set each query's ``prompt_inputs``: its regions' and points' embeddings, in the order their
-        placeholders stand in the instruction."""
+        placeholders stand in the instruction, tagged with ``tag_words`` when given (``word_tags``)."""
         requests = [q.request for q in queries]
         if not any(r.regions or r.points for r in requests):
             return
         if self.prompt_encoder is None:
             raise ValueError("this model takes no region or point inputs: none of its tasks asks for them")
         device = tokens.embeds.device
-        tag = self._tag_prompt if self.word_tags else None
+        tag = None if tag_words is None else partial(self._tag_prompt, tag_words=tag_words)
         regions = self.prompt_encoder.regions(
             tokens.feature_maps, [_rows(r.regions, 4, device) for r in requests], tokens.canvas, tag
         )
@@ -733,43 +757,56 @@ class VisionLLM(PretrainedMixin, BaseModel):
             return None
         return self.image_tokenizer.class_logits(tokens.features, self._token_class_features(tokens, queries))
 
-    def _tagged_tokens(self, tokens: VisualTokens) -> Tensor:
-        """(B,M,D) the visual tokens as answers in words read them: with ``word_tags``, each tagged
-        (``_tag``) with its class probabilities (sigmoid of its class logits against the dataset's names,
-        as the token loss trains them) and its attribute features."""
+    def _tag_words(self, device: torch.device) -> TagWords | None:
+        """What ``word_tags`` tags with, computed once per forward pass; None when they are off."""
         if not self.word_tags:
-            return tokens.embeds
-        features = self.image_tokenizer.name_features(
-            [self._class_names()] * len(tokens.embeds), tokens.embeds.device
+            return None
+        names = self._class_names()
+        attributes = []
+        if self.attribute_loss_weight > 0:
+            features = self._attribute_words(device)
+            attributes = [(features[k], self._word_embeddings(self.attribute_values[k])) for k in features]
+        return TagWords(
+            self.image_tokenizer.name_features([names], device)[0], self._word_embeddings(names), attributes
         )
-        logits = self.image_tokenizer.class_logits(tokens.features, features)  # per image (M, n)
-        attributes = None if self.token_attribute is None else self.token_attribute(tokens.features)
-        return self._tag(tokens.embeds, torch.stack(logits).sigmoid(), attributes)
+
+    def _tagged_tokens(self, embeds: Tensor, features: Tensor, tag_words: TagWords | None) -> Tensor:
+        """(B,M,D) visual tokens ``embeds`` (their states ``features``, (B,M,d)) as answers in words read
+        them: with ``tag_words``, each tagged (``_tag``) with its class probabilities (sigmoid of its class
+        logits against the dataset's names, as the token loss trains them) and its attribute features."""
+        if tag_words is None:
+            return embeds
+        logits = self.image_tokenizer.class_logits(features, [tag_words.name_features] * len(features))
+        attributes = None if self.token_attribute is None else self.token_attribute(features)
+        return self._tag(embeds, torch.stack(logits).sigmoid(), attributes, tag_words)
 
     def _tag_prompt(
-        self, inputs: Tensor, class_features: Tensor, attribute_features: Tensor | None
+        self, inputs: Tensor, class_features: Tensor, attribute_features: Tensor | None, tag_words: TagWords
     ) -> Tensor:
         """(K, D) region or point inputs tagged (``_tag``) with their class probabilities (softmax of their
         class features against the dataset's names, as ``loss_prompt_class`` trains them)."""
-        names = self.image_tokenizer.name_features([self._class_names()], inputs.device)[0]
+        names = tag_words.name_features
         probs = (class_features @ names.T / class_features.shape[-1] ** 0.5).softmax(-1)
-        return self._tag(inputs, probs, attribute_features)
+        return self._tag(inputs, probs, attribute_features, tag_words)
 
-    def _tag(self, inputs: Tensor, class_probs: Tensor, attribute_features: Tensor | None) -> Tensor:
+    @staticmethod
+    def _tag(
+        inputs: Tensor, class_probs: Tensor, attribute_features: Tensor | None, tag_words: TagWords
+    ) -> Tensor:
         """``inputs`` (..., D) plus their word tags: the LLM's input embedding of each dataset class name
-        (the mean over its word pieces, unit length) weighted by ``class_probs`` (..., n), and, given
-        attribute features (..., d), each attribute's words weighted by their softmax times the top class
-        probability (how surely it is an object); the sum scaled to each input's own norm, so the tag
-        is as loud as the input (a learned small vector was 1/200 of a token and never read, run 6).
-        The probabilities are detached: the heads' own losses train them."""
+        weighted by ``class_probs`` (..., n), and, given attribute features (..., d), each attribute's
+        words weighted by their softmax times the top class probability (how surely it is an object); the
+        sum scaled to each input's own norm, so the tag is as loud as the input (a learned small vector
+        was 1/200 of a token and never read, run 6). The probabilities are detached: the heads' own
+        losses train them."""
         probs = class_probs.detach().float()
-        tags = probs @ self._word_embeddings(self._class_names())
+        tags = probs @ tag_words.name_embeddings
         if attribute_features is not None:
             objectness = probs.max(-1, keepdim=True).values
             scale = attribute_features.shape[-1] ** 0.5
-            for key, words in self._attribute_words(inputs.device).items():
-                weights = (attribute_features.float() @ words.float().T / scale).softmax(-1).detach()
-                tags = tags + objectness * weights @ self._word_embeddings(self.attribute_values[key])
+            for word_features, embeddings in tag_words.attributes:
+                weights = (attribute_features.float() @ word_features.float().T / scale).softmax(-1).detach()
+                tags = tags + objectness * weights @ embeddings
         return inputs + (tags * inputs.detach().norm(dim=-1, keepdim=True)).to(inputs.dtype)
 
     def _word_embeddings(self, words: Sequence[str]) -> Tensor:
@@ -942,14 +979,15 @@ class VisionLLM(PretrainedMixin, BaseModel):
             if mode != "tokens" or isinstance(query.task, TextTask):  # the tokens decoder reads no prompt
                 self._check_context(query, mode)
         tokens = self.image_tokenizer(inputs, [q.request.plain_text for q in queries])  # (B,M,D)
-        self._fill_prompt_inputs(tokens, queries)
+        tag_words = self._tag_words(inputs.device)
+        self._fill_prompt_inputs(tokens, queries, tag_words)
         predictions: list[Prediction | None] = [None] * len(queries)
         objects, words = self._split_by_answer(queries)
         if words:
             word_queries = [queries[i] for i in words]
             answers = decode_text(
                 self.llm,
-                self._tagged_tokens(tokens.select(words)),
+                self._tagged_tokens(tokens.embeds[words], tokens.features[words], tag_words),
                 word_queries,
                 max(q.task.max_answer_tokens for q in word_queries),
             )
