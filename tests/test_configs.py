@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 from mmengine.config import Config
 
 from tests.conftest import REPO
@@ -19,3 +20,24 @@ def test_config_parses_and_its_types_are_registered(path):
     for split in ("train_dataloader", "val_dataloader"):
         dataset = cfg[split].dataset
         assert DATASETS.get(dataset.type) is not None, f"{path.name}: {split}.dataset.type {dataset.type!r}"
+
+
+def test_an_llm_with_tied_embeddings_trains_with_the_shipped_optimizer():
+    """The tiny model with ``tie_word_embeddings`` (as SmolLM2 has) builds the schedules' AdamW wrapper
+    (the shared matrix joins it once) and one step changes that matrix."""
+    from mmengine.optim import build_optim_wrapper
+
+    from tests.test_model import CANVAS, make_sample, tiny_config
+
+    cfg = tiny_config()
+    cfg.llm.config.tie_word_embeddings = True
+    model = MODELS.build(cfg)
+    embeddings = model.llm.llm.get_input_embeddings().weight
+    assert embeddings is model.llm.llm.get_output_embeddings().weight
+    schedule = Config.fromfile(REPO / "configs/_base_/schedules/adamw.py")
+    optim_wrapper = build_optim_wrapper(model, schedule.optim_wrapper)
+    before = embeddings.detach().clone()
+    model.train()
+    losses = model.loss(torch.randn(2, 3, CANVAS, CANVAS), [make_sample(), make_sample()])
+    optim_wrapper.update_params(sum(losses.values()))
+    assert not torch.equal(embeddings.detach(), before)
