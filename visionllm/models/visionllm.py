@@ -32,6 +32,7 @@ from mmdet.structures.bbox import bbox_cxcywh_to_xyxy, bbox_overlaps
 from mmengine.model import BaseModel
 from mmengine.structures import InstanceData
 from torch import Tensor, nn
+from torch.nn.utils.rnn import pad_sequence
 
 from visionllm.models.decoding import (
     Grammar,
@@ -416,7 +417,8 @@ class VisionLLM(PretrainedMixin, BaseModel):
                 )
         tokens = self.image_tokenizer(inputs, [r.plain_text for r in requests])
         queries = [self._query(task, request) for task, request in zip(tasks, requests)]
-        tag_words = self._tag_words(inputs.device)
+        attribute_words = self._attribute_words(inputs.device) if self.attribute_loss_weight > 0 else None
+        tag_words = self._tag_words(inputs.device, attribute_words)
         self._fill_prompt_inputs(tokens, queries, tag_words)
         token_class_logits = None
         losses: dict[str, Tensor] = {}
@@ -477,11 +479,12 @@ class VisionLLM(PretrainedMixin, BaseModel):
                 word_queries,
                 answers,
             )
-        words = self._attribute_words(tokens.embeds.device) if self.attribute_loss_weight > 0 else None
         if self.prompt_encoder is not None:
-            losses.update(self._prompt_losses(tokens, image_annotations, rng, words))
+            losses.update(self._prompt_losses(tokens, image_annotations, rng, attribute_words))
         if self.token_attribute is not None:
-            losses["loss_token_attribute"] = self._token_attribute_loss(tokens, image_annotations, words)
+            losses["loss_token_attribute"] = self._token_attribute_loss(
+                tokens, image_annotations, attribute_words
+            )
         return losses
 
     def _extra_questions(
@@ -757,15 +760,21 @@ class VisionLLM(PretrainedMixin, BaseModel):
             return None
         return self.image_tokenizer.class_logits(tokens.features, self._token_class_features(tokens, queries))
 
-    def _tag_words(self, device: torch.device) -> TagWords | None:
-        """What ``word_tags`` tags with, computed once per forward pass; None when they are off."""
+    def _tag_words(
+        self, device: torch.device, attribute_words: dict[str, Tensor] | None = None
+    ) -> TagWords | None:
+        """What ``word_tags`` tags with, computed once per forward pass; None when they are off. The
+        attribute words' text features are ``attribute_words`` when the caller has them already
+        (``_attribute_words``), else encoded here when the model has attribute heads."""
         if not self.word_tags:
             return None
         names = self._class_names()
-        attributes = []
-        if self.attribute_loss_weight > 0:
-            features = self._attribute_words(device)
-            attributes = [(features[k], self._word_embeddings(self.attribute_values[k])) for k in features]
+        if attribute_words is None and self.attribute_loss_weight > 0:
+            attribute_words = self._attribute_words(device)
+        attributes = [
+            (features, self._word_embeddings(self.attribute_values[key]))
+            for key, features in (attribute_words or {}).items()
+        ]
         return TagWords(
             self.image_tokenizer.name_features([names], device)[0], self._word_embeddings(names), attributes
         )
@@ -811,10 +820,13 @@ class VisionLLM(PretrainedMixin, BaseModel):
 
     def _word_embeddings(self, words: Sequence[str]) -> Tensor:
         """(n, D) float32 unit vectors: each word's (or name's) mean LLM input embedding over its pieces."""
-        device = self.slot_embed.device
-        pieces = [self.vocab.tokenizer(word, add_special_tokens=False).input_ids for word in words]
-        means = [self.llm.embed(torch.as_tensor(ids, device=device)).float().mean(0) for ids in pieces]
-        return F.normalize(torch.stack(means), dim=-1)
+        pieces = self.vocab.tokenizer(list(words), add_special_tokens=False).input_ids
+        ids = pad_sequence([torch.as_tensor(p) for p in pieces], batch_first=True).to(self.slot_embed.device)
+        keep = (
+            torch.arange(ids.shape[1], device=ids.device) < ids.new_tensor([len(p) for p in pieces])[:, None]
+        )
+        embeddings = self.llm.embed(ids).float() * keep[..., None]  # (n, longest, D), padding zeroed
+        return F.normalize(embeddings.sum(1) / keep.sum(1, keepdim=True), dim=-1)
 
     @staticmethod
     def _token_boxes(tokens: VisualTokens) -> Tensor:
